@@ -1,0 +1,205 @@
+//! Computing one chunk on every thread of the current rayon pool.
+//!
+//! Leaves are the unit of parallel work: each is filled and summarised by
+//! one thread, so the result does not depend on how many threads ran it.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::function::Function;
+use crate::grid::{LEAF_LEN, leaf_count};
+use crate::summary::{ChunkSummary, LeafStats};
+
+/// Leaves per rayon task: a few microseconds of work each, so splitting
+/// costs little and the tail still balances across threads.
+const LEAVES_PER_TASK: usize = 4;
+
+/// One computed chunk.
+#[derive(Debug)]
+pub struct ChunkOutput {
+    pub summary: ChunkSummary,
+    /// The values, when they were asked for.
+    pub values: Option<Vec<f64>>,
+}
+
+/// A chunk that cannot be computed as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvaluateError {
+    #[error("chunk [{}, {}) does not start on a leaf boundary ({LEAF_LEN} elements)", .range.start, .range.end)]
+    Misaligned { range: Range<u64> },
+    #[error("chunk [{}, {}) of a job starting at {job_start} runs past 2^64 - 1", .range.start, .range.end)]
+    Overflow { job_start: u64, range: Range<u64> },
+    #[error("chunk [{}, {}) is larger than this machine can address", .range.start, .range.end)]
+    TooLarge { range: Range<u64> },
+    #[error("output buffer holds {got} values, the chunk has {expected}")]
+    BufferLength { expected: u64, got: u64 },
+}
+
+/// Computes elements `range` (job indices) of a job whose element `i` is
+/// `function(job_start + i)`, on the current rayon pool.
+pub fn evaluate(
+    function: Function,
+    job_start: u64,
+    range: Range<u64>,
+    keep_values: bool,
+) -> Result<ChunkOutput, EvaluateError> {
+    check(job_start, &range)?;
+    if !keep_values {
+        let summary = evaluate_into(function, job_start, range, None)?;
+        return Ok(ChunkOutput {
+            summary,
+            values: None,
+        });
+    }
+    let len = usize::try_from(range.end - range.start)
+        .map_err(|_| EvaluateError::TooLarge {
+            range: range.clone(),
+        })?;
+    let mut values = vec![0.0; len];
+    let summary = evaluate_into(function, job_start, range, Some(&mut values))?;
+    Ok(ChunkOutput {
+        summary,
+        values: Some(values),
+    })
+}
+
+/// Like [`evaluate`], writing the values into `values` when given (which
+/// must hold exactly the chunk), so callers can reuse buffers.
+pub fn evaluate_into(
+    function: Function,
+    job_start: u64,
+    range: Range<u64>,
+    values: Option<&mut [f64]>,
+) -> Result<ChunkSummary, EvaluateError> {
+    check(job_start, &range)?;
+    let first = job_start + range.start;
+    let leaf = LEAF_LEN as usize;
+    let leaves: Vec<LeafStats> = match values {
+        Some(values) => {
+            let expected = range.end - range.start;
+            if values.len() as u64 != expected {
+                return Err(EvaluateError::BufferLength {
+                    expected,
+                    got: values.len() as u64,
+                });
+            }
+            values
+                .par_chunks_mut(leaf)
+                .with_min_len(LEAVES_PER_TASK)
+                .enumerate()
+                .map(|(k, out)| {
+                    let lanes = function.fill_leaf(first + (k * leaf) as u64, out);
+                    LeafStats::from_lanes(lanes, out)
+                })
+                .collect()
+        }
+        None => {
+            let count = usize::try_from(leaf_count(range.end - range.start))
+                .map_err(|_| EvaluateError::TooLarge {
+                    range: range.clone(),
+                })?;
+            let end = range.end;
+            (0..count)
+                .into_par_iter()
+                .with_min_len(LEAVES_PER_TASK)
+                .map_init(
+                    || vec![0.0; leaf],
+                    |scratch, k| {
+                        let leaf_start = range.start + (k * leaf) as u64;
+                        let len = (end - leaf_start).min(LEAF_LEN) as usize;
+                        let out = &mut scratch[..len];
+                        let lanes = function.fill_leaf(job_start + leaf_start, out);
+                        LeafStats::from_lanes(lanes, out)
+                    },
+                )
+                .collect()
+        }
+    };
+    Ok(ChunkSummary::from_leaves(&leaves))
+}
+
+fn check(job_start: u64, range: &Range<u64>) -> Result<(), EvaluateError> {
+    if range.start > range.end || !range.start.is_multiple_of(LEAF_LEN) {
+        return Err(EvaluateError::Misaligned {
+            range: range.clone(),
+        });
+    }
+    // The last element is job_start + end - 1; an empty chunk has none.
+    if range.end > range.start && job_start.checked_add(range.end - 1).is_none() {
+        return Err(EvaluateError::Overflow {
+            job_start,
+            range: range.clone(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::{Reducer, summarize_values};
+
+    fn serial(function: Function, start: u64, n: u64) -> Vec<f64> {
+        (0..n).map(|i| function.eval(start + i)).collect()
+    }
+
+    #[test]
+    fn values_match_the_scalar_reference() {
+        let out = evaluate(Function::Sqrt, 11, 0..3 * LEAF_LEN + 5, true).unwrap();
+        let expected = serial(Function::Sqrt, 11, 3 * LEAF_LEN + 5);
+        let got = out.values.unwrap();
+        assert!(
+            got.iter()
+                .zip(&expected)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        let without = evaluate(Function::Sqrt, 11, 0..3 * LEAF_LEN + 5, false).unwrap();
+        assert_eq!(out.summary, without.summary);
+        assert!(without.values.is_none());
+    }
+
+    #[test]
+    fn any_chunking_gives_the_serial_summary() {
+        let n = 10 * LEAF_LEN + 77;
+        let reference = summarize_values(&serial(Function::Sqrt, 5, n));
+        for chunk in [LEAF_LEN, 3 * LEAF_LEN, n] {
+            let mut reducer = Reducer::new();
+            let mut offset = 0;
+            while offset < n {
+                let end = (offset + chunk).min(n);
+                let out = evaluate(Function::Sqrt, 5, offset..end, false).unwrap();
+                reducer.push_chunk(end - offset, &out.summary).unwrap();
+                offset = end;
+            }
+            assert!(reducer.finish(n).unwrap().bit_identical(&reference));
+        }
+    }
+
+    #[test]
+    fn bad_ranges_are_errors_not_panics() {
+        assert!(matches!(
+            evaluate(Function::Sqrt, 0, 1..LEAF_LEN, false),
+            Err(EvaluateError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            evaluate(Function::Sqrt, u64::MAX, 0..2, false),
+            Err(EvaluateError::Overflow { .. })
+        ));
+        // The very last u64 is fine.
+        let out = evaluate(Function::Sqrt, u64::MAX, 0..1, true).unwrap();
+        assert_eq!(out.values.unwrap(), vec![4294967296.0]);
+        let mut short = vec![0.0; 3];
+        assert!(matches!(
+            evaluate_into(Function::Sqrt, 0, 0..4, Some(&mut short)),
+            Err(EvaluateError::BufferLength { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_chunk() {
+        let out = evaluate(Function::Sqrt, 0, 0..0, true).unwrap();
+        assert!(out.summary.leaf_sums.is_empty());
+        assert_eq!(out.values.unwrap().len(), 0);
+    }
+}

@@ -1,0 +1,84 @@
+//! The one mapping between farm's error kinds and gRPC status codes.
+//!
+//! Libraries define typed errors and say which [`ErrorKind`] each is; only
+//! this module turns kinds into codes (servers) and codes back into kinds
+//! (clients), so a code means the same thing everywhere.
+
+use tonic::{Code, Status};
+
+/// What a failure means to the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A request field is wrong; retrying the same request cannot help.
+    InvalidArgument,
+    /// The peer speaks another protocol version.
+    ProtocolMismatch,
+    /// A documented cap was reached (e.g. too many running jobs).
+    ResourceExhausted,
+    /// The job failed: a chunk failed more often than allowed, or could not
+    /// be computed at all.
+    JobFailed,
+    /// The caller or an operator cancelled the work.
+    Cancelled,
+    /// The coordinator is shutting down or cannot be reached.
+    Unavailable,
+    /// A bug or broken invariant.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn code(self) -> Code {
+        match self {
+            ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::ProtocolMismatch => Code::FailedPrecondition,
+            ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+            ErrorKind::JobFailed => Code::Aborted,
+            ErrorKind::Cancelled => Code::Cancelled,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal => Code::Internal,
+        }
+    }
+
+    /// The kind a received status stands for.
+    pub fn of_code(code: Code) -> ErrorKind {
+        match code {
+            Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+            Code::FailedPrecondition => ErrorKind::ProtocolMismatch,
+            Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+            Code::Aborted => ErrorKind::JobFailed,
+            Code::Cancelled => ErrorKind::Cancelled,
+            Code::Unavailable | Code::DeadlineExceeded => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// An error a service can return to a remote caller.
+pub trait ServiceError: std::error::Error {
+    fn kind(&self) -> ErrorKind;
+}
+
+/// The status a server sends for `err`: its kind's code and its message.
+pub fn to_status(err: &dyn ServiceError) -> Status {
+    Status::new(err.kind().code(), err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_survives_the_wire() {
+        for kind in [
+            ErrorKind::InvalidArgument,
+            ErrorKind::ProtocolMismatch,
+            ErrorKind::ResourceExhausted,
+            ErrorKind::JobFailed,
+            ErrorKind::Cancelled,
+            ErrorKind::Unavailable,
+            ErrorKind::Internal,
+        ] {
+            assert_eq!(ErrorKind::of_code(kind.code()), kind);
+        }
+    }
+}
