@@ -52,10 +52,9 @@ pub fn evaluate(
             values: None,
         });
     }
-    let len = usize::try_from(range.end - range.start)
-        .map_err(|_| EvaluateError::TooLarge {
-            range: range.clone(),
-        })?;
+    let len = usize::try_from(range.end - range.start).map_err(|_| EvaluateError::TooLarge {
+        range: range.clone(),
+    })?;
     let mut values = vec![0.0; len];
     let summary = evaluate_into(function, job_start, range, Some(&mut values))?;
     Ok(ChunkOutput {
@@ -95,10 +94,11 @@ pub fn evaluate_into(
                 .collect()
         }
         None => {
-            let count = usize::try_from(leaf_count(range.end - range.start))
-                .map_err(|_| EvaluateError::TooLarge {
+            let count = usize::try_from(leaf_count(range.end - range.start)).map_err(|_| {
+                EvaluateError::TooLarge {
                     range: range.clone(),
-                })?;
+                }
+            })?;
             let end = range.end;
             (0..count)
                 .into_par_iter()

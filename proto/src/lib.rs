@@ -1,9 +1,11 @@
 //! The farm wire contract: the code generated from `farm/v1/farm.proto`,
 //! the protocol version, conversions between wire and catalog types, and
-//! the one mapping of errors to gRPC status codes ([`error`]).
+//! the one mapping of errors to gRPC status codes ([`error`]), and how
+//! peers reach each other ([`transport`]).
 
 pub mod convert;
 pub mod error;
+pub mod transport;
 
 /// Generated messages and services of package `farm.v1`.
 #[allow(missing_debug_implementations, unused_qualifications, clippy::all)]

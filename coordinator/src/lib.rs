@@ -1,0 +1,107 @@
+//! The farm coordinator: accepts jobs from clients, leases their chunks to
+//! workers, and streams the ordered results back.
+//!
+//! - [`scheduler`]: the pure state machine (jobs, chunks, leases, merge).
+//! - [`service`]: the gRPC adapters around it.
+//! - [`config`] and [`validate`]: what may be configured and requested.
+//!
+//! [`run`] serves on any stream of connections (TCP, or the in-process
+//! transport of the embedded cluster) until `shutdown` resolves.
+
+pub mod config;
+pub mod scheduler;
+pub mod service;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use farm_proto::MAX_MESSAGE_BYTES;
+use farm_proto::transport::{
+    CONNECTION_WINDOW_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, STREAM_WINDOW_BYTES,
+};
+use farm_proto::v1::job_service_server::JobServiceServer;
+use farm_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::{Connected, TcpIncoming};
+
+pub use config::{ConfigError, CoordinatorConfig};
+use service::{Hub, JobsApi, WorkersApi};
+
+/// Why the coordinator stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("serving failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Serves on a bound TCP listener until `shutdown` resolves.
+pub async fn run_tcp(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CoordinatorError> {
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(KEEPALIVE_INTERVAL));
+    run(config, incoming, shutdown).await
+}
+
+/// Serves on `incoming` connections until `shutdown` resolves, then ends
+/// every job stream and worker session and returns.
+pub async fn run<I, IO, IE>(
+    config: CoordinatorConfig,
+    incoming: I,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CoordinatorError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    config.validate()?;
+    let stop = CancellationToken::new();
+    let hub = Arc::new(Hub::new(config.clone(), stop.clone()));
+    let expiry = tokio::spawn(expire_silent_workers(hub.clone(), config.expiry_tick));
+
+    let jobs = JobServiceServer::new(JobsApi::new(hub.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let workers = WorkerServiceServer::new(WorkersApi::new(hub.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let served = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .add_service(jobs)
+        .add_service(workers)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending job streams and worker sessions");
+            stop.cancel();
+        })
+        .await;
+    hub.shutdown_token().cancel();
+    expiry.abort();
+    served?;
+    Ok(())
+}
+
+async fn expire_silent_workers(hub: Arc<Hub>, tick: std::time::Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => hub.expire(),
+            () = hub.shutdown_token().cancelled() => return,
+        }
+    }
+}

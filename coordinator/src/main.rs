@@ -1,0 +1,130 @@
+//! `farm-coordinator`: parse flags, bind, serve until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use farm_coordinator::CoordinatorConfig;
+use farm_coordinator::config::{DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_STREAMED_ELEMENTS};
+
+/// How long open streams get to end after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The farm coordinator: leases chunks of map jobs to workers and streams
+/// the ordered results back to clients.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to serve clients and workers on.
+    #[arg(long, env = "FARM_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// A worker silent for this long loses its leases (e.g. 5s, 1500ms).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    lease_timeout: Duration,
+    /// How often workers must show they are alive; at most a third of the
+    /// lease timeout.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Leases a chunk may use up (failures and lost workers) before its
+    /// job fails.
+    #[arg(long, default_value_t = 4)]
+    max_attempts: u32,
+    /// Jobs running at once; more are refused until one ends.
+    #[arg(long, default_value_t = 64)]
+    max_jobs: usize,
+    /// Largest n a job may ask for.
+    #[arg(long, default_value_t = DEFAULT_MAX_ELEMENTS)]
+    max_elements: u64,
+    /// Largest n a job that streams its values back may ask for.
+    #[arg(long, default_value_t = DEFAULT_MAX_STREAMED_ELEMENTS)]
+    max_streamed_elements: u64,
+}
+
+impl Args {
+    fn config(&self) -> CoordinatorConfig {
+        let mut config = CoordinatorConfig::default();
+        config.scheduler.lease_timeout = self.lease_timeout;
+        config.scheduler.max_attempts = self.max_attempts;
+        config.scheduler.max_running_jobs = self.max_jobs;
+        config.heartbeat_interval = self.heartbeat_interval;
+        config.limits.max_elements = self.max_elements;
+        config.limits.max_streamed_elements = self.max_streamed_elements;
+        config
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("farm-coordinator: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let config = args.config();
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let address = listener.local_addr()?;
+    // Scripts and tests read this line to find the port of `--listen :0`.
+    println!("farm-coordinator listening on {address}");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signalled = stop.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signalled.cancel();
+        wait_for_signal().await;
+        eprintln!("farm-coordinator: second signal, exiting now");
+        std::process::exit(130);
+    });
+    let server = farm_coordinator::run_tcp(config, listener, stop.clone().cancelled_owned());
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return Ok(result?),
+        () = stop.cancelled() => {}
+    }
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::warn!("open streams did not end within {SHUTDOWN_GRACE:?}; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

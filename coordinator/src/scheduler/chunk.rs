@@ -1,0 +1,141 @@
+//! One chunk of a job and its lifecycle.
+//!
+//! ```text
+//!              carve / lost lease / retryable failure
+//!                 │
+//!                 ▼
+//!   ┌──────────► Pending ──lease──► Running ──first valid result──► Done ──in order──► released
+//!   │                                 │  ▲                                            (dropped from
+//!   │                                 │  └── another lease (backup) ──┐               the window)
+//!   └──── last live lease lost ───────┘                               │
+//!         or returned unstarted          results under any other token are stale
+//! ```
+//!
+//! Every lease carries a fresh attempt number; a result is accepted only
+//! under a token that is live (granted, not lost, not returned) while the
+//! chunk is still Running, so a chunk is merged exactly once however many
+//! duplicates, zombies and retries report it.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use farm_catalog::ChunkSummary;
+
+use super::WorkerId;
+
+/// A chunk: a leaf-aligned range of a job's elements.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    pub offset: u64,
+    pub len: u64,
+    pub state: ChunkState,
+    /// The attempt number the next lease gets.
+    pub next_attempt: u32,
+    /// Leases that ended without a result (failure or loss); returned
+    /// leases do not count.
+    pub tries: u32,
+    /// Workers that held this chunk, in lease order, for error reports.
+    pub holders: Vec<WorkerId>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) enum ChunkState {
+    /// Waiting in the job's retry queue, or just carved.
+    Pending,
+    /// Leased; usually one live lease, more while a backup runs.
+    Running { live: Vec<LiveLease> },
+    /// Computed, waiting for the chunks before it to be released.
+    Done {
+        summary: ChunkSummary,
+        values: Option<Bytes>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LiveLease {
+    pub attempt: u32,
+    pub worker: WorkerId,
+    pub granted_at: Instant,
+}
+
+impl Chunk {
+    pub fn new(offset: u64, len: u64) -> Chunk {
+        Chunk {
+            offset,
+            len,
+            state: ChunkState::Pending,
+            next_attempt: 1,
+            tries: 0,
+            holders: Vec::new(),
+            last_error: None,
+        }
+    }
+
+    /// Starts a lease for `worker`, returning its attempt number.
+    pub fn lease(&mut self, worker: WorkerId, now: Instant) -> u32 {
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        let lease = LiveLease {
+            attempt,
+            worker,
+            granted_at: now,
+        };
+        match &mut self.state {
+            ChunkState::Running { live } => live.push(lease),
+            _ => self.state = ChunkState::Running { live: vec![lease] },
+        }
+        if !self.holders.contains(&worker) {
+            self.holders.push(worker);
+        }
+        attempt
+    }
+
+    /// Whether `(attempt, worker)` is a live lease of this chunk.
+    pub fn is_live(&self, attempt: u32, worker: WorkerId) -> bool {
+        match &self.state {
+            ChunkState::Running { live } => live
+                .iter()
+                .any(|l| l.attempt == attempt && l.worker == worker),
+            _ => false,
+        }
+    }
+
+    /// Ends one live lease without a result. Returns true when no live
+    /// lease is left, i.e. the chunk went back to Pending.
+    pub fn end_lease(&mut self, attempt: u32) -> bool {
+        if let ChunkState::Running { live } = &mut self.state {
+            live.retain(|l| l.attempt != attempt);
+            if live.is_empty() {
+                self.state = ChunkState::Pending;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Marks the chunk done, returning the other live leases (to revoke).
+    pub fn finish(&mut self, summary: ChunkSummary, values: Option<Bytes>) -> Vec<LiveLease> {
+        let previous = std::mem::replace(&mut self.state, ChunkState::Done { summary, values });
+        match previous {
+            ChunkState::Running { live } => live,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Live leases, if any.
+    pub fn live_leases(&self) -> &[LiveLease] {
+        match &self.state {
+            ChunkState::Running { live } => live,
+            _ => &[],
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, ChunkState::Done { .. })
+    }
+
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}

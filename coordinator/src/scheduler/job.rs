@@ -1,0 +1,354 @@
+//! One job: its chunks in flight, its reorder window and its merge.
+//!
+//! Chunks are carved lazily, in order, when a worker asks for work, and
+//! dropped as soon as they are released, so a job holds only its window
+//! (carved but not yet released chunks), never state proportional to `n`.
+//! Released values wait in `ready` until the client's stream takes them;
+//! both count against the window, so a slow client stops new leases.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use farm_catalog::grid::leaf_count;
+use farm_catalog::summary::DIGEST_LEN;
+use farm_catalog::{ChunkSummary, Reducer, Summary};
+
+use super::chunk::{Chunk, ChunkState};
+use super::policy::next_chunk_len;
+use super::{JobId, JobSpec, WindowLimits, WorkerId};
+
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub accepted_at: Instant,
+    /// First element not yet carved into a chunk.
+    next_offset: u64,
+    /// Index of `window[0]`: every chunk before it is released.
+    released_chunks: u64,
+    window: VecDeque<Chunk>,
+    /// Chunk indices waiting for a lease (lost, failed, returned).
+    retry: BTreeSet<u64>,
+    reducer: Reducer,
+    ready: VecDeque<ValuesBatch>,
+    /// Bytes of finished results held: done out of order, or released and
+    /// not yet taken by the client.
+    buffered_bytes: u64,
+    /// Estimated result bytes of chunks being computed.
+    inflight_bytes: u64,
+    pub leases_granted: u64,
+    pub workers_used: BTreeSet<WorkerId>,
+    pub outcome: Option<JobOutcome>,
+}
+
+/// Released, ordered values for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValuesBatch {
+    /// Job index of the first value.
+    pub offset: u64,
+    /// Little-endian f64 bytes.
+    pub values_le: Bytes,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Finished(JobResult),
+    Failed(JobFailure),
+}
+
+/// A finished job's answer and how it was computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    pub summary: Summary,
+    pub chunks: u64,
+    pub workers: u32,
+    pub attempts: u64,
+    pub elapsed: Duration,
+}
+
+/// Why a job failed, with enough identity to find the culprit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobFailure {
+    #[error(
+        "job {job} failed: chunk {chunk} (elements [{}, {})) failed after {attempts} attempt(s) on worker(s) {}: {last_error}",
+        .range.start, .range.end, fmt_workers(.workers)
+    )]
+    ChunkFailed {
+        job: JobId,
+        chunk: u64,
+        range: Range<u64>,
+        attempts: u32,
+        workers: Vec<WorkerId>,
+        last_error: String,
+    },
+    #[error("job {job} failed: results could not be merged: {reason}")]
+    Merge { job: JobId, reason: String },
+}
+
+fn fmt_workers(workers: &[WorkerId]) -> String {
+    let names: Vec<String> = workers.iter().map(|w| w.to_string()).collect();
+    names.join(", ")
+}
+
+/// What the job can hand to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// A chunk to lease (newly carved or waiting for a retry).
+    Chunk(u64),
+    /// Nothing now: all carved, or the window is full.
+    None,
+}
+
+impl Job {
+    pub fn new(id: JobId, spec: JobSpec, now: Instant) -> Job {
+        let mut job = Job {
+            id,
+            spec,
+            accepted_at: now,
+            next_offset: 0,
+            released_chunks: 0,
+            window: VecDeque::new(),
+            retry: BTreeSet::new(),
+            reducer: Reducer::new(),
+            ready: VecDeque::new(),
+            buffered_bytes: 0,
+            inflight_bytes: 0,
+            leases_granted: 0,
+            workers_used: BTreeSet::new(),
+            outcome: None,
+        };
+        job.check_finished(now);
+        job
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// The next chunk a worker may lease: retries first (the lowest index
+    /// holds up the merge), then a newly carved chunk if the window allows.
+    pub fn next_work(&mut self, limits: &WindowLimits, cluster_threads: u64) -> Work {
+        if !self.is_running() {
+            return Work::None;
+        }
+        if let Some(index) = self.retry.pop_first() {
+            return Work::Chunk(index);
+        }
+        if self.next_offset >= self.spec.n {
+            return Work::None;
+        }
+        let len = next_chunk_len(
+            self.spec.chunk_size,
+            self.spec.n - self.next_offset,
+            cluster_threads,
+            self.spec.stream_values,
+        );
+        let held = self.buffered_bytes + self.inflight_bytes;
+        // A chunk larger than the whole window may still run alone.
+        let window_full = self.window.len() >= limits.max_chunks
+            || (held > 0 && held + self.result_bytes(len) > limits.max_bytes);
+        if window_full {
+            return Work::None;
+        }
+        let index = self.released_chunks + self.window.len() as u64;
+        self.window.push_back(Chunk::new(self.next_offset, len));
+        self.next_offset += len;
+        Work::Chunk(index)
+    }
+
+    pub fn chunk(&self, index: u64) -> Option<&Chunk> {
+        let position = index.checked_sub(self.released_chunks)?;
+        self.window.get(usize::try_from(position).ok()?)
+    }
+
+    pub fn chunk_mut(&mut self, index: u64) -> Option<&mut Chunk> {
+        let position = index.checked_sub(self.released_chunks)?;
+        self.window.get_mut(usize::try_from(position).ok()?)
+    }
+
+    /// Bookkeeping for a lease just granted on chunk `index`.
+    pub fn leased(&mut self, index: u64, worker: WorkerId, now: Instant) -> Option<u32> {
+        let chunk = self.chunk_mut(index)?;
+        let was_running = !chunk.live_leases().is_empty();
+        let attempt = chunk.lease(worker, now);
+        let len = chunk.len;
+        if !was_running {
+            self.inflight_bytes += self.result_bytes(len);
+        }
+        self.leases_granted += 1;
+        Some(attempt)
+    }
+
+    /// A live lease ended without a result: back to the retry queue if no
+    /// other lease is working on the chunk.
+    pub fn lease_ended(&mut self, index: u64, attempt: u32, counts_as_try: bool) {
+        let Some(chunk) = self.chunk_mut(index) else {
+            return;
+        };
+        if counts_as_try {
+            chunk.tries += 1;
+        }
+        if chunk.end_lease(attempt) {
+            let len = chunk.len;
+            self.inflight_bytes = self.inflight_bytes.saturating_sub(self.result_bytes(len));
+            self.retry.insert(index);
+        }
+    }
+
+    /// Stores a verified result and releases every chunk now in order.
+    /// Returns the other live leases of the chunk (to revoke) and whether
+    /// anything was released.
+    pub fn accept(
+        &mut self,
+        index: u64,
+        summary: ChunkSummary,
+        values: Option<Bytes>,
+        worker: WorkerId,
+        now: Instant,
+    ) -> (Vec<super::chunk::LiveLease>, bool) {
+        let held = summary.size_bytes() as u64 + values.as_ref().map_or(0, |v| v.len() as u64);
+        let Some(chunk) = self.chunk_mut(index) else {
+            return (Vec::new(), false);
+        };
+        let len = chunk.len;
+        let others = chunk.finish(summary, values);
+        self.inflight_bytes = self.inflight_bytes.saturating_sub(self.result_bytes(len));
+        self.buffered_bytes += held;
+        self.workers_used.insert(worker);
+        let released = self.release_in_order(now);
+        (others, released)
+    }
+
+    /// Pops done chunks off the front of the window into the reducer and
+    /// the ready queue.
+    fn release_in_order(&mut self, now: Instant) -> bool {
+        let mut released = false;
+        while self.window.front().is_some_and(Chunk::is_done) {
+            let Some(chunk) = self.window.pop_front() else {
+                break;
+            };
+            self.released_chunks += 1;
+            released = true;
+            let ChunkState::Done { summary, values } = chunk.state else {
+                continue;
+            };
+            self.buffered_bytes = self
+                .buffered_bytes
+                .saturating_sub(summary.size_bytes() as u64);
+            if let Err(err) = self.reducer.push_chunk(chunk.len, &summary) {
+                self.fail(JobFailure::Merge {
+                    job: self.id,
+                    reason: err.to_string(),
+                });
+                return true;
+            }
+            if let Some(values_le) = values {
+                self.ready.push_back(ValuesBatch {
+                    offset: chunk.offset,
+                    values_le,
+                });
+            }
+        }
+        self.check_finished(now);
+        released
+    }
+
+    fn check_finished(&mut self, now: Instant) {
+        if self.outcome.is_some() || self.reducer.elements() != self.spec.n {
+            return;
+        }
+        self.outcome = Some(match self.reducer.finish(self.spec.n) {
+            Ok(summary) => JobOutcome::Finished(JobResult {
+                summary,
+                chunks: self.released_chunks,
+                workers: self.workers_used.len() as u32,
+                attempts: self.leases_granted,
+                elapsed: now.saturating_duration_since(self.accepted_at),
+            }),
+            Err(err) => JobOutcome::Failed(JobFailure::Merge {
+                job: self.id,
+                reason: err.to_string(),
+            }),
+        });
+    }
+
+    /// Fails the job (first failure wins) and drops everything it held.
+    pub fn fail(&mut self, failure: JobFailure) {
+        if self.outcome.is_none() {
+            self.outcome = Some(JobOutcome::Failed(failure));
+        }
+        self.ready.clear();
+        self.retry.clear();
+        self.buffered_bytes = 0;
+        self.inflight_bytes = 0;
+    }
+
+    /// Takes released values, up to about `max_bytes` (at least one batch).
+    pub fn take_ready(&mut self, max_bytes: usize) -> Vec<ValuesBatch> {
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        while let Some(batch) = self.ready.front() {
+            if !taken.is_empty() && bytes + batch.values_le.len() > max_bytes {
+                break;
+            }
+            bytes += batch.values_le.len();
+            if let Some(batch) = self.ready.pop_front() {
+                self.buffered_bytes = self
+                    .buffered_bytes
+                    .saturating_sub(batch.values_le.len() as u64);
+                taken.push(batch);
+            }
+        }
+        taken
+    }
+
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Elements released so far.
+    pub fn elements_done(&self) -> u64 {
+        self.reducer.elements()
+    }
+
+    pub fn chunks_done(&self) -> u64 {
+        self.released_chunks
+    }
+
+    /// Every live lease of the job, for revocation.
+    pub fn live_leases(&self) -> Vec<(u64, super::chunk::LiveLease)> {
+        let mut leases = Vec::new();
+        for (position, chunk) in self.window.iter().enumerate() {
+            for lease in chunk.live_leases() {
+                leases.push((self.released_chunks + position as u64, *lease));
+            }
+        }
+        leases
+    }
+
+    /// The failure to report when chunk `index` may not be tried again.
+    pub fn chunk_failure(&self, index: u64) -> Option<JobFailure> {
+        let chunk = self.chunk(index)?;
+        Some(JobFailure::ChunkFailed {
+            job: self.id,
+            chunk: index,
+            range: chunk.offset..chunk.end(),
+            attempts: chunk.next_attempt - 1,
+            workers: chunk.holders.clone(),
+            last_error: chunk
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "no error reported".to_owned()),
+        })
+    }
+
+    /// Estimated bytes a chunk's result occupies while buffered.
+    fn result_bytes(&self, len: u64) -> u64 {
+        let stats = leaf_count(len) * (8 + DIGEST_LEN as u64);
+        let values = if self.spec.stream_values { len * 8 } else { 0 };
+        stats + values
+    }
+}

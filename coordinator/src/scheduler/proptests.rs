@@ -1,0 +1,245 @@
+//! Property: whatever the order of pulls, results, duplicates, failures,
+//! disconnects and expiries, every chunk is merged exactly once and the
+//! job's output equals the serial reference bit for bit.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use farm_catalog::grid::LEAF_LEN;
+use farm_catalog::summary::le_bytes;
+use proptest::prelude::*;
+
+use super::tests::{reference, report_for, spec};
+use super::*;
+
+const WORKERS: usize = 3;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Pull {
+        worker: usize,
+        slots: u32,
+    },
+    /// Report a result for some lease ever granted (live, stale or already
+    /// reported).
+    Complete {
+        pick: usize,
+    },
+    Fail {
+        pick: usize,
+    },
+    Disconnect {
+        worker: usize,
+    },
+    Heartbeat {
+        worker: usize,
+    },
+    /// Let time pass, then expire silent workers.
+    Advance {
+        millis: u64,
+    },
+    Poll {
+        max_bytes: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..WORKERS, 1u32..4).prop_map(|(worker, slots)| Op::Pull { worker, slots }),
+        6 => any::<usize>().prop_map(|pick| Op::Complete { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Fail { pick }),
+        1 => (0..WORKERS).prop_map(|worker| Op::Disconnect { worker }),
+        2 => (0..WORKERS).prop_map(|worker| Op::Heartbeat { worker }),
+        1 => (0u64..4000).prop_map(|millis| Op::Advance { millis }),
+        2 => (1usize..100_000).prop_map(|max_bytes| Op::Poll { max_bytes }),
+    ]
+}
+
+struct Harness {
+    s: Scheduler,
+    now: Instant,
+    workers: Vec<WorkerId>,
+    granted: Vec<(WorkerId, Lease)>,
+    reports: HashMap<(u64, u64), ChunkReport>,
+    job: JobId,
+    values: Vec<u8>,
+    outcome: Option<JobOutcome>,
+}
+
+impl Harness {
+    fn new(spec: JobSpec) -> Harness {
+        let now = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig {
+            max_attempts: u32::MAX,
+            ..SchedulerConfig::default()
+        });
+        let workers = (0..WORKERS)
+            .map(|i| {
+                s.register_worker(
+                    WorkerInfo {
+                        name: format!("w{i}"),
+                        threads: 1,
+                    },
+                    now,
+                )
+            })
+            .collect();
+        let job = s.submit(spec, now).expect("first job is accepted");
+        let mut h = Harness {
+            s,
+            now,
+            workers,
+            granted: Vec::new(),
+            reports: HashMap::new(),
+            job,
+            values: Vec::new(),
+            outcome: None,
+        };
+        h.collect_effects();
+        h
+    }
+
+    fn collect_effects(&mut self) {
+        for effect in self.s.take_effects() {
+            match effect {
+                Effect::Grant { worker, leases } => {
+                    self.granted.extend(leases.into_iter().map(|l| (worker, l)));
+                }
+                Effect::Disconnect { worker } => {
+                    self.replace(worker);
+                }
+                Effect::Revoke { .. } | Effect::JobReady(_) => {}
+            }
+        }
+    }
+
+    /// A dead worker's slot is taken by a fresh one, as a reconnect would.
+    fn replace(&mut self, dead: WorkerId) {
+        if let Some(slot) = self.workers.iter().position(|w| *w == dead) {
+            self.workers[slot] = self.s.register_worker(
+                WorkerInfo {
+                    name: format!("w{slot}"),
+                    threads: 1,
+                },
+                self.now,
+            );
+        }
+    }
+
+    fn report(&mut self, lease: &Lease) -> ChunkReport {
+        self.reports
+            .entry((lease.offset, lease.len))
+            .or_insert_with(|| report_for(lease))
+            .clone()
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Pull { worker, slots } => self.s.pull(self.workers[worker], slots, self.now),
+            Op::Complete { pick } if !self.granted.is_empty() => {
+                let (worker, lease) = self.granted[pick % self.granted.len()].clone();
+                let report = self.report(&lease);
+                let _ = self.s.complete(worker, lease.token, report, self.now);
+            }
+            Op::Fail { pick } if !self.granted.is_empty() => {
+                let (worker, lease) = self.granted[pick % self.granted.len()].clone();
+                let _ = self
+                    .s
+                    .fail(worker, lease.token, "flaky".into(), true, self.now);
+            }
+            Op::Complete { .. } | Op::Fail { .. } => {}
+            Op::Disconnect { worker } => {
+                let id = self.workers[worker];
+                self.s.disconnect_worker(id, self.now);
+                self.replace(id);
+            }
+            Op::Heartbeat { worker } => self.s.heard_from(self.workers[worker], self.now),
+            Op::Advance { millis } => {
+                self.now += Duration::from_millis(millis);
+                self.s.expire(self.now);
+            }
+            Op::Poll { max_bytes } => self.poll(max_bytes),
+        }
+        self.collect_effects();
+    }
+
+    fn poll(&mut self, max_bytes: usize) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let Some(poll) = self.s.poll_job(self.job, max_bytes, self.now) else {
+            return;
+        };
+        for batch in poll.values {
+            assert_eq!(
+                batch.offset * 8,
+                self.values.len() as u64,
+                "values out of order"
+            );
+            self.values.extend_from_slice(&batch.values_le);
+        }
+        self.outcome = poll.outcome;
+    }
+
+    /// Fault-free completion: every worker pulls and reports what it holds.
+    fn run_to_end(&mut self) {
+        for _ in 0..10_000 {
+            if self.outcome.is_some() {
+                return;
+            }
+            for slot in 0..WORKERS {
+                let worker = self.workers[slot];
+                self.s.heard_from(worker, self.now);
+                self.s.pull(worker, 2, self.now);
+                self.collect_effects();
+                let held: Vec<LeaseToken> = self.s.leases_of(worker).to_vec();
+                for token in held {
+                    let lease = self
+                        .granted
+                        .iter()
+                        .find(|(w, l)| *w == worker && l.token == token)
+                        .map(|(_, l)| l.clone())
+                        .expect("a held lease was granted");
+                    let report = self.report(&lease);
+                    self.s
+                        .complete(worker, token, report, self.now)
+                        .expect("a live lease's result is accepted");
+                    self.collect_effects();
+                }
+            }
+            self.poll(usize::MAX);
+        }
+        panic!("job did not finish");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn every_chunk_is_merged_exactly_once(
+        n in 0u64..24 * LEAF_LEN,
+        chunk_leaves in prop::option::of(1u64..6),
+        stream_values in any::<bool>(),
+        ops in prop::collection::vec(op(), 0..150),
+    ) {
+        let spec = spec(n, chunk_leaves.map(|l| l * LEAF_LEN), stream_values);
+        let mut h = Harness::new(spec.clone());
+        for op in ops {
+            h.apply(op);
+        }
+        h.run_to_end();
+
+        let Some(JobOutcome::Finished(result)) = h.outcome.clone() else {
+            panic!("job failed: {:?}", h.outcome);
+        };
+        prop_assert!(result.summary.bit_identical(&reference(&spec)));
+        prop_assert_eq!(h.s.counters().results_accepted, result.chunks);
+        if stream_values {
+            let expected: Vec<f64> = (0..n).map(|i| spec.function.eval(spec.start + i)).collect();
+            prop_assert!(h.values == le_bytes(&expected).as_ref());
+        } else {
+            prop_assert!(h.values.is_empty());
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! Scheduler rules, one scenario each, with time passed in.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use farm_catalog::grid::LEAF_LEN;
+use farm_catalog::summary::{le_bytes, summarize_values};
+use farm_catalog::{Function, Summary, evaluate};
+
+use super::*;
+
+pub(super) fn spec(n: u64, chunk_size: Option<u64>, stream_values: bool) -> JobSpec {
+    JobSpec {
+        function: Function::Sqrt,
+        start: 3,
+        n,
+        chunk_size,
+        stream_values,
+    }
+}
+
+pub(super) fn report_for(lease: &Lease) -> ChunkReport {
+    let out = evaluate(
+        lease.function,
+        lease.job_start,
+        lease.offset..lease.offset + lease.len,
+        lease.stream_values,
+    )
+    .expect("test leases are valid");
+    ChunkReport {
+        summary: out.summary,
+        values: out.values.map(|v| Bytes::copy_from_slice(&le_bytes(&v))),
+    }
+}
+
+pub(super) fn reference(spec: &JobSpec) -> Summary {
+    let values: Vec<f64> = (0..spec.n)
+        .map(|i| spec.function.eval(spec.start + i))
+        .collect();
+    summarize_values(&values)
+}
+
+fn worker(s: &mut Scheduler, now: Instant) -> WorkerId {
+    s.register_worker(
+        WorkerInfo {
+            name: "test".into(),
+            threads: 1,
+        },
+        now,
+    )
+}
+
+/// Grants in the effects, flattened.
+fn grants(effects: &[Effect]) -> Vec<(WorkerId, Lease)> {
+    effects
+        .iter()
+        .flat_map(|e| match e {
+            Effect::Grant { worker, leases } => {
+                leases.iter().map(|l| (*worker, l.clone())).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn finished(poll: &JobPoll) -> &JobResult {
+    match &poll.outcome {
+        Some(JobOutcome::Finished(result)) => result,
+        other => panic!("job did not finish: {other:?}"),
+    }
+}
+
+#[test]
+fn results_in_any_order_are_released_in_order() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let w = worker(&mut s, t0);
+    let spec = spec(5 * LEAF_LEN + 9, Some(LEAF_LEN), true);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(w, 10, t0);
+    let leases = grants(&s.take_effects());
+    assert_eq!(leases.len(), 6, "one lease per chunk");
+
+    // Finish the last chunk first: nothing can be released yet.
+    let (_, last) = &leases[5];
+    s.complete(w, last.token, report_for(last), t0).unwrap();
+    assert!(!s.take_effects().contains(&Effect::JobReady(job)));
+    assert!(s.poll_job(job, usize::MAX, t0).unwrap().values.is_empty());
+
+    for (_, lease) in leases[..5].iter().rev() {
+        s.complete(w, lease.token, report_for(lease), t0).unwrap();
+    }
+    assert!(s.take_effects().contains(&Effect::JobReady(job)));
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    let offsets: Vec<u64> = poll.values.iter().map(|b| b.offset).collect();
+    assert_eq!(
+        offsets,
+        vec![
+            0,
+            LEAF_LEN,
+            2 * LEAF_LEN,
+            3 * LEAF_LEN,
+            4 * LEAF_LEN,
+            5 * LEAF_LEN
+        ]
+    );
+    let result = finished(&poll);
+    assert!(result.summary.bit_identical(&reference(&spec)));
+    assert_eq!((result.chunks, result.workers, result.attempts), (6, 1, 6));
+    assert!(
+        s.poll_job(job, usize::MAX, t0).is_none(),
+        "a delivered job is forgotten"
+    );
+}
+
+#[test]
+fn an_empty_job_finishes_on_arrival() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let spec = spec(0, None, false);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    assert_eq!(s.take_effects(), vec![Effect::JobReady(job)]);
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    assert!(finished(&poll).summary.bit_identical(&reference(&spec)));
+}
+
+#[test]
+fn a_silent_worker_loses_its_leases_and_its_late_result_is_stale() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig::default();
+    let mut s = Scheduler::new(config);
+    let slow = worker(&mut s, t0);
+    let spec = spec(LEAF_LEN, None, false);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(slow, 1, t0);
+    let (_, first) = grants(&s.take_effects()).remove(0);
+
+    // Not yet past the timeout: nothing happens.
+    s.expire(t0 + config.lease_timeout);
+    assert!(s.take_effects().is_empty());
+
+    let later = t0 + config.lease_timeout + Duration::from_millis(1);
+    let fresh = worker(&mut s, later);
+    s.pull(fresh, 1, later);
+    s.expire(later);
+    let effects = s.take_effects();
+    assert!(effects.contains(&Effect::Disconnect { worker: slow }));
+    let (to, second) = grants(&effects).remove(0);
+    assert_eq!(to, fresh);
+    assert_eq!(second.token.chunk, first.token.chunk);
+    assert_eq!(second.token.attempt, first.token.attempt + 1);
+
+    // The zombie comes back: fenced off.
+    assert_eq!(
+        s.complete(slow, first.token, report_for(&first), later),
+        Err(Rejection::Stale)
+    );
+    s.complete(fresh, second.token, report_for(&second), later)
+        .unwrap();
+    // A duplicate of the accepted result is stale too.
+    assert_eq!(
+        s.complete(fresh, second.token, report_for(&second), later),
+        Err(Rejection::Stale)
+    );
+
+    let poll = s.poll_job(job, usize::MAX, later).unwrap();
+    assert!(finished(&poll).summary.bit_identical(&reference(&spec)));
+    let c = s.counters();
+    assert_eq!(
+        (
+            c.leases_expired,
+            c.results_accepted,
+            c.results_rejected_stale
+        ),
+        (1, 1, 2)
+    );
+}
+
+#[test]
+fn heartbeats_keep_a_busy_worker_alive() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig::default();
+    let mut s = Scheduler::new(config);
+    let w = worker(&mut s, t0);
+    s.submit(spec(LEAF_LEN, None, false), t0).unwrap();
+    s.pull(w, 1, t0);
+    s.take_effects();
+    let mut now = t0;
+    for _ in 0..10 {
+        now += config.lease_timeout / 2;
+        s.heard_from(w, now);
+        s.expire(now);
+    }
+    assert!(s.take_effects().is_empty());
+    assert_eq!(s.leases_of(w).len(), 1);
+}
+
+#[test]
+fn a_disconnected_worker_loses_its_leases_at_once() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let a = worker(&mut s, t0);
+    let b = worker(&mut s, t0);
+    s.submit(spec(LEAF_LEN, None, false), t0).unwrap();
+    s.pull(a, 1, t0);
+    s.pull(b, 1, t0);
+    assert_eq!(grants(&s.take_effects()).len(), 1);
+    s.disconnect_worker(a, t0);
+    let regrant = grants(&s.take_effects());
+    assert_eq!(regrant.len(), 1);
+    assert_eq!(regrant[0].0, b);
+    assert_eq!(regrant[0].1.token.attempt, 2);
+}
+
+#[test]
+fn a_chunk_that_keeps_failing_fails_its_job_with_its_identity() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig::default();
+    let mut s = Scheduler::new(config);
+    let w = worker(&mut s, t0);
+    let job = s
+        .submit(spec(3 * LEAF_LEN, Some(LEAF_LEN), false), t0)
+        .unwrap();
+    let other = s.submit(spec(LEAF_LEN, None, false), t0).unwrap();
+    let mut attempts = 0;
+    loop {
+        s.pull(w, 1, t0);
+        let effects = s.take_effects();
+        let Some((_, lease)) = grants(&effects)
+            .into_iter()
+            .find(|(_, l)| l.token.job == job && l.token.chunk == 1)
+        else {
+            // Other chunks: complete them.
+            for (_, lease) in grants(&effects) {
+                s.complete(w, lease.token, report_for(&lease), t0).unwrap();
+            }
+            if s.poll_job(job, usize::MAX, t0)
+                .is_none_or(|p| p.outcome.is_some())
+            {
+                break;
+            }
+            continue;
+        };
+        attempts += 1;
+        s.fail(w, lease.token, "boom".into(), true, t0).unwrap();
+    }
+    assert_eq!(attempts, config.max_attempts);
+    assert_eq!(s.counters().jobs_failed, 1);
+    assert_eq!(s.counters().retries, u64::from(config.max_attempts) - 1);
+    // The other job is still served.
+    s.pull(w, 4, t0);
+    for (_, lease) in grants(&s.take_effects()) {
+        s.complete(w, lease.token, report_for(&lease), t0).unwrap();
+    }
+    assert!(finished(&s.poll_job(other, usize::MAX, t0).unwrap()).chunks >= 1);
+}
+
+#[test]
+fn the_failure_names_job_chunk_range_attempts_workers_and_error() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let w = worker(&mut s, t0);
+    let job = s
+        .submit(spec(2 * LEAF_LEN, Some(LEAF_LEN), false), t0)
+        .unwrap();
+    s.pull(w, 1, t0);
+    let (_, lease) = grants(&s.take_effects()).remove(0);
+    s.fail(w, lease.token, "kernel panicked: boom".into(), false, t0)
+        .unwrap();
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    let Some(JobOutcome::Failed(failure)) = poll.outcome else {
+        panic!("job should have failed");
+    };
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "job {job} failed: chunk 0 (elements [0, {LEAF_LEN})) failed after 1 attempt(s) on worker(s) {w}: worker {w}: kernel panicked: boom"
+        )
+    );
+}
+
+#[test]
+fn a_malformed_result_is_a_failed_attempt() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let w = worker(&mut s, t0);
+    let spec = spec(2 * LEAF_LEN, None, false);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(w, 1, t0);
+    let (_, lease) = grants(&s.take_effects()).remove(0);
+    let mut bad = report_for(&lease);
+    bad.summary.leaf_sums.pop();
+    assert_eq!(
+        s.complete(w, lease.token, bad, t0),
+        Err(Rejection::Malformed)
+    );
+    s.pull(w, 1, t0);
+    let (_, retry) = grants(&s.take_effects()).remove(0);
+    assert_eq!(retry.token.attempt, 2);
+    s.complete(w, retry.token, report_for(&retry), t0).unwrap();
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    assert!(finished(&poll).summary.bit_identical(&reference(&spec)));
+}
+
+#[test]
+fn a_slow_client_stops_leasing_ahead() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig {
+        window: WindowLimits {
+            max_chunks: 1024,
+            // Room for four chunks of values (plus their statistics).
+            max_bytes: 4 * LEAF_LEN * 8 + 1024,
+        },
+        ..SchedulerConfig::default()
+    };
+    let mut s = Scheduler::new(config);
+    let w = worker(&mut s, t0);
+    let spec = spec(100 * LEAF_LEN, Some(LEAF_LEN), true);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(w, 100, t0);
+    let first = grants(&s.take_effects());
+    assert_eq!(first.len(), 4, "the window bounds the leases in flight");
+    for (_, lease) in &first {
+        s.complete(w, lease.token, report_for(lease), t0).unwrap();
+    }
+    // Released but not taken by the client: still no room.
+    assert!(grants(&s.take_effects()).is_empty());
+
+    let mut taken = 0;
+    let mut outcome = None;
+    while outcome.is_none() {
+        let poll = s.poll_job(job, LEAF_LEN as usize * 8, t0).unwrap();
+        taken += poll.values.len();
+        outcome = poll.outcome;
+        for (_, lease) in grants(&s.take_effects()) {
+            s.complete(w, lease.token, report_for(&lease), t0).unwrap();
+        }
+    }
+    assert_eq!(taken, 100);
+    let Some(JobOutcome::Finished(result)) = outcome else {
+        panic!("job failed");
+    };
+    assert!(result.summary.bit_identical(&reference(&spec)));
+}
+
+#[test]
+fn cancelling_revokes_the_leases() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let w = worker(&mut s, t0);
+    let job = s
+        .submit(spec(4 * LEAF_LEN, Some(LEAF_LEN), false), t0)
+        .unwrap();
+    s.pull(w, 2, t0);
+    let leases = grants(&s.take_effects());
+    s.cancel(job, t0);
+    let effects = s.take_effects();
+    let Some(Effect::Revoke { worker: to, tokens }) = effects.first() else {
+        panic!("expected a revoke, got {effects:?}");
+    };
+    assert_eq!(*to, w);
+    assert_eq!(tokens.len(), 2);
+    assert!(s.leases_of(w).is_empty());
+    assert_eq!(
+        s.complete(w, leases[0].1.token, report_for(&leases[0].1), t0),
+        Err(Rejection::Stale)
+    );
+    assert_eq!(s.counters().jobs_cancelled, 1);
+}
+
+#[test]
+fn a_draining_worker_returns_leases_without_using_up_tries() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig {
+        max_attempts: 1,
+        ..SchedulerConfig::default()
+    });
+    let a = worker(&mut s, t0);
+    let spec = spec(2 * LEAF_LEN, Some(LEAF_LEN), false);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(a, 2, t0);
+    let leases = grants(&s.take_effects());
+    s.drain(a, t0);
+    s.complete(a, leases[0].1.token, report_for(&leases[0].1), t0)
+        .unwrap();
+    s.return_leases(a, &[leases[1].1.token], t0);
+    s.pull(a, 1, t0);
+    assert!(
+        grants(&s.take_effects()).is_empty(),
+        "a draining worker gets nothing"
+    );
+
+    let b = worker(&mut s, t0);
+    s.pull(b, 1, t0);
+    let (_, retry) = grants(&s.take_effects()).remove(0);
+    s.complete(b, retry.token, report_for(&retry), t0).unwrap();
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    assert!(finished(&poll).summary.bit_identical(&reference(&spec)));
+    assert_eq!(s.counters().leases_returned, 1);
+}
+
+#[test]
+fn concurrent_jobs_share_the_workers() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let w = worker(&mut s, t0);
+    let a = s
+        .submit(spec(8 * LEAF_LEN, Some(LEAF_LEN), false), t0)
+        .unwrap();
+    let b = s
+        .submit(spec(8 * LEAF_LEN, Some(LEAF_LEN), false), t0)
+        .unwrap();
+    s.pull(w, 4, t0);
+    let jobs: Vec<JobId> = grants(&s.take_effects())
+        .iter()
+        .map(|(_, l)| l.token.job)
+        .collect();
+    assert_eq!(jobs, vec![a, b, a, b]);
+}
+
+#[test]
+fn the_running_job_cap_is_enforced() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig {
+        max_running_jobs: 1,
+        ..SchedulerConfig::default()
+    });
+    s.submit(spec(LEAF_LEN, None, false), t0).unwrap();
+    assert_eq!(
+        s.submit(spec(LEAF_LEN, None, false), t0),
+        Err(SubmitError::TooManyJobs { running: 1 })
+    );
+}

@@ -1,0 +1,237 @@
+//! `JobService`: submitting jobs and streaming their results back.
+//!
+//! Each job gets a task that waits for the scheduler to release something,
+//! takes it, and forwards it to the client through a small bounded queue.
+//! When the client reads slowly the task waits on that queue, released
+//! values pile up in the job's window, and the scheduler stops leasing
+//! ahead. When the client goes away the job is cancelled.
+
+use std::sync::Arc;
+
+use farm_proto::error::{ErrorKind, ServiceError, to_status};
+use farm_proto::v1;
+use farm_proto::v1::job_service_server::JobService;
+use farm_proto::v1::submit_job_response::Event;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::Hub;
+use crate::scheduler::{JobId, JobOutcome, JobPoll, SubmitError};
+use crate::validate;
+
+/// Messages queued for a client. Each can be a whole chunk of values, so
+/// keep it short: the scheduler's window is where results wait.
+const JOB_STREAM_QUEUE: usize = 2;
+
+/// Values taken from the scheduler per poll.
+const POLL_BYTES: usize = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub struct JobsApi {
+    hub: Arc<Hub>,
+}
+
+impl JobsApi {
+    pub fn new(hub: Arc<Hub>) -> JobsApi {
+        JobsApi { hub }
+    }
+}
+
+impl ServiceError for SubmitError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SubmitError::TooManyJobs { .. } => ErrorKind::ResourceExhausted,
+        }
+    }
+}
+
+type EventSender = mpsc::Sender<Result<v1::SubmitJobResponse, Status>>;
+
+#[tonic::async_trait]
+impl JobService for JobsApi {
+    type SubmitJobStream = ReceiverStream<Result<v1::SubmitJobResponse, Status>>;
+
+    async fn submit_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<Self::SubmitJobStream>, Status> {
+        let spec = validate::job_spec(request.get_ref(), &self.hub.config().limits)
+            .map_err(|e| to_status(&e))?;
+        let waker = Arc::new(Notify::new());
+        let job = {
+            let mut state = self.hub.lock();
+            let job = state
+                .scheduler
+                .submit(spec.clone(), std::time::Instant::now())
+                .map_err(|e| to_status(&e))?;
+            state.job_wakers.insert(job, waker.clone());
+            state.apply_effects();
+            job
+        };
+        tracing::info!(%job, function = %spec.function, start = spec.start, n = spec.n, stream = spec.stream_values, "job accepted");
+
+        let (events, rx) = mpsc::channel(JOB_STREAM_QUEUE);
+        let hub = self.hub.clone();
+        let span = tracing::info_span!("job", %job);
+        tokio::spawn(
+            async move {
+                stream_job(&hub, job, &waker, &events).await;
+                hub.lock().job_wakers.remove(&job);
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        request: Request<v1::GetClusterStatusRequest>,
+    ) -> Result<Response<v1::GetClusterStatusResponse>, Status> {
+        validate::protocol_version("client", request.get_ref().protocol_version)
+            .map_err(|e| to_status(&e))?;
+        let response = self.hub.with_scheduler(|s, now| {
+            let c = s.counters();
+            v1::GetClusterStatusResponse {
+                workers: s
+                    .worker_status(now)
+                    .into_iter()
+                    .map(|w| v1::WorkerStatus {
+                        worker_id: w.id.0,
+                        name: w.info.name,
+                        threads: w.info.threads,
+                        leases_held: w.leases_held,
+                        chunks_completed: w.chunks_completed,
+                        elements_completed: w.elements_completed,
+                        draining: w.draining,
+                        last_seen_ms: u64::try_from(w.last_seen.as_millis()).unwrap_or(u64::MAX),
+                    })
+                    .collect(),
+                counters: Some(v1::Counters {
+                    leases_granted: c.leases_granted,
+                    leases_expired: c.leases_expired,
+                    leases_returned: c.leases_returned,
+                    results_accepted: c.results_accepted,
+                    results_rejected_stale: c.results_rejected_stale,
+                    chunk_failures: c.chunk_failures,
+                    retries: c.retries,
+                    jobs_submitted: c.jobs_submitted,
+                    jobs_finished: c.jobs_finished,
+                    jobs_failed: c.jobs_failed,
+                    jobs_cancelled: c.jobs_cancelled,
+                }),
+                running_jobs: s.running_jobs() as u32,
+            }
+        });
+        Ok(Response::new(response))
+    }
+}
+
+/// Forwards one job's events to its client until the job ends or the
+/// client leaves.
+async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender) {
+    let accepted = Event::Accepted(v1::JobAccepted { job_id: job.0 });
+    if !send(events, accepted).await {
+        hub.with_scheduler(|s, now| s.cancel(job, now));
+        return;
+    }
+    let mut progress = tokio::time::interval(hub.config().progress_interval);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_reported = None;
+    loop {
+        let Some(poll) = hub.with_scheduler(|s, now| s.poll_job(job, POLL_BYTES, now)) else {
+            tracing::warn!("job vanished from the scheduler");
+            let _ = events
+                .send(Err(Status::internal(format!("job {job} was lost"))))
+                .await;
+            return;
+        };
+        let JobPoll {
+            values,
+            elements_done,
+            chunks_done,
+            outcome,
+        } = poll;
+        let sent_values = !values.is_empty();
+        for batch in values {
+            let event = Event::Values(v1::ValuesBatch {
+                offset: batch.offset,
+                values_le: batch.values_le,
+            });
+            let sent = tokio::select! {
+                sent = send(events, event) => sent,
+                () = hub.shutdown_token().cancelled() => false,
+            };
+            if !sent {
+                tracing::info!("client left; cancelling the job");
+                hub.with_scheduler(|s, now| s.cancel(job, now));
+                return;
+            }
+        }
+        if let Some(outcome) = outcome {
+            finish(events, job, outcome).await;
+            return;
+        }
+        if sent_values {
+            continue;
+        }
+        tokio::select! {
+            () = waker.notified() => {}
+            _ = progress.tick() => {
+                if last_reported != Some(elements_done) {
+                    last_reported = Some(elements_done);
+                    let event = Event::Progress(v1::JobProgress { elements_done, chunks_done });
+                    if !send(events, event).await {
+                        hub.with_scheduler(|s, now| s.cancel(job, now));
+                        return;
+                    }
+                }
+            }
+            () = events.closed() => {
+                tracing::info!("client left; cancelling the job");
+                hub.with_scheduler(|s, now| s.cancel(job, now));
+                return;
+            }
+            () = hub.shutdown_token().cancelled() => {
+                hub.with_scheduler(|s, now| s.cancel(job, now));
+                let _ = events.send(Err(Status::unavailable(format!(
+                    "the coordinator is shutting down; job {job} was cancelled"
+                )))).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn finish(events: &EventSender, job: JobId, outcome: JobOutcome) {
+    match outcome {
+        JobOutcome::Finished(result) => {
+            tracing::info!(chunks = result.chunks, workers = result.workers, elapsed = ?result.elapsed, "job finished");
+            let finished = Event::Finished(v1::JobFinished {
+                summary: Some(result.summary.into()),
+                stats: Some(v1::JobStats {
+                    chunks: result.chunks,
+                    workers: result.workers,
+                    attempts: result.attempts,
+                    elapsed_us: u64::try_from(result.elapsed.as_micros()).unwrap_or(u64::MAX),
+                }),
+            });
+            send(events, finished).await;
+        }
+        JobOutcome::Failed(failure) => {
+            tracing::warn!(%failure, "job failed");
+            let status = Status::new(ErrorKind::JobFailed.code(), failure.to_string());
+            let _ = events.send(Err(status)).await;
+        }
+    }
+    tracing::debug!(%job, "job stream done");
+}
+
+/// Sends one event; false if the client is gone.
+async fn send(events: &EventSender, event: Event) -> bool {
+    events
+        .send(Ok(v1::SubmitJobResponse { event: Some(event) }))
+        .await
+        .is_ok()
+}

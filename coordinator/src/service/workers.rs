@@ -1,0 +1,206 @@
+//! `WorkerService`: one bidirectional session per connected worker.
+//!
+//! The session opens with the worker's hello and our welcome. After that
+//! every worker message goes straight to the scheduler, and the scheduler's
+//! grants and revocations come back through the session's outbox. When the
+//! stream ends, for whatever reason, the worker's leases are requeued at
+//! once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use farm_proto::error::to_status;
+use farm_proto::v1;
+use farm_proto::v1::worker_message::Kind;
+use farm_proto::v1::worker_service_server::WorkerService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::{Hub, SESSION_QUEUE, Session, token_from_message};
+use crate::scheduler::{ChunkReport, Rejection, WorkerId};
+use crate::validate;
+
+/// How long a new session may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most leases one pull may ask for.
+const MAX_PULL_SLOTS: u32 = 64;
+
+#[derive(Debug, Clone)]
+pub struct WorkersApi {
+    hub: Arc<Hub>,
+}
+
+impl WorkersApi {
+    pub fn new(hub: Arc<Hub>) -> WorkersApi {
+        WorkersApi { hub }
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkersApi {
+    type SessionStream = ReceiverStream<Result<v1::CoordinatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "in-process".to_owned(), |a| a.to_string());
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
+        let Some(v1::WorkerMessage {
+            kind: Some(Kind::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message of a worker session must be a hello",
+            ));
+        };
+        let info = validate::worker_hello(&hello).map_err(|e| to_status(&e))?;
+
+        let (outbox, rx) = mpsc::channel(SESSION_QUEUE);
+        let closed = self.hub.shutdown_token().child_token();
+        let config = self.hub.config();
+        let (heartbeat_ms, lease_timeout_ms) = (
+            millis(config.heartbeat_interval),
+            millis(config.scheduler.lease_timeout),
+        );
+        let worker = {
+            let mut state = self.hub.lock();
+            let worker = state
+                .scheduler
+                .register_worker(info.clone(), std::time::Instant::now());
+            let welcome = v1::Welcome {
+                worker_id: worker.0,
+                heartbeat_interval_ms: heartbeat_ms,
+                lease_timeout_ms,
+            };
+            // The queue is empty: the welcome always fits, and goes first.
+            let _ = outbox.try_send(Ok(v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Welcome(welcome)),
+            }));
+            state.sessions.insert(
+                worker,
+                Session {
+                    outbox,
+                    closed: closed.clone(),
+                },
+            );
+            worker
+        };
+        tracing::info!(%worker, name = %info.name, threads = info.threads, %peer, "worker connected");
+
+        let hub = self.hub.clone();
+        let span = tracing::info_span!("worker_session", %worker);
+        tokio::spawn(
+            async move {
+                let reason = read_session(&hub, worker, &mut inbound, &closed).await;
+                hub.worker_gone(worker);
+                tracing::info!(%worker, %reason, "worker disconnected");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Feeds a session's messages to the scheduler until it ends; returns why.
+async fn read_session(
+    hub: &Hub,
+    worker: WorkerId,
+    inbound: &mut Streaming<v1::WorkerMessage>,
+    closed: &CancellationToken,
+) -> String {
+    loop {
+        let message = tokio::select! {
+            message = inbound.message() => message,
+            () = closed.cancelled() => return "session closed by the coordinator".to_owned(),
+        };
+        match message {
+            Ok(Some(message)) => {
+                if let Err(reason) = handle(hub, worker, message) {
+                    return reason;
+                }
+            }
+            Ok(None) => return "worker closed the session".to_owned(),
+            Err(status) => return format!("session broke: {}", status.message()),
+        }
+    }
+}
+
+fn handle(hub: &Hub, worker: WorkerId, message: v1::WorkerMessage) -> Result<(), String> {
+    let Some(kind) = message.kind else {
+        return Err("empty worker message".to_owned());
+    };
+    match kind {
+        Kind::Hello(_) => return Err("a second hello in one session".to_owned()),
+        Kind::Pull(pull) => {
+            let slots = pull.slots.min(MAX_PULL_SLOTS);
+            hub.with_scheduler(|s, now| s.pull(worker, slots, now));
+        }
+        Kind::Heartbeat(_) => hub.with_scheduler(|s, now| s.heard_from(worker, now)),
+        Kind::Drain(_) => {
+            tracing::info!(%worker, "worker is draining");
+            hub.with_scheduler(|s, now| s.drain(worker, now));
+        }
+        Kind::Returned(returned) => {
+            let tokens: Vec<_> = returned
+                .tokens
+                .iter()
+                .filter_map(|t| token_from_message(Some(t)))
+                .collect();
+            hub.with_scheduler(|s, now| s.return_leases(worker, &tokens, now));
+        }
+        Kind::Result(result) => {
+            let token = token_from_message(result.token.as_ref())
+                .ok_or_else(|| "a result without a lease token".to_owned())?;
+            let report = ChunkReport {
+                summary: result.chunk_summary(),
+                values: (!result.values_le.is_empty()).then_some(result.values_le),
+            };
+            match hub.with_scheduler(|s, now| s.complete(worker, token, report, now)) {
+                Ok(()) => {}
+                Err(Rejection::Stale) => {
+                    tracing::debug!(%worker, %token, "stale result rejected");
+                }
+                Err(Rejection::Malformed) => {
+                    tracing::warn!(%worker, %token, "malformed result rejected");
+                }
+            }
+        }
+        Kind::Failure(failure) => {
+            let token = token_from_message(failure.token.as_ref())
+                .ok_or_else(|| "a failure without a lease token".to_owned())?;
+            tracing::warn!(%worker, %token, retryable = failure.retryable, error = %failure.message, "chunk failed");
+            let _ = hub.with_scheduler(|s, now| {
+                s.fail(worker, token, failure.message, failure.retryable, now)
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Hub {
+    /// The session ended: forget its outbox and requeue its leases.
+    fn worker_gone(&self, worker: WorkerId) {
+        let mut state = self.lock();
+        if let Some(session) = state.sessions.remove(&worker) {
+            session.closed.cancel();
+        }
+        state
+            .scheduler
+            .disconnect_worker(worker, std::time::Instant::now());
+        state.apply_effects();
+    }
+}

@@ -1,0 +1,241 @@
+//! Checks every field a client or worker sends before the scheduler sees
+//! it. The CLI checks the same things, but the coordinator must not trust
+//! any client.
+
+use farm_catalog::Function;
+use farm_catalog::grid::{LEAF_LEN, round_to_leaves};
+use farm_proto::PROTOCOL_VERSION;
+use farm_proto::error::{ErrorKind, ServiceError};
+use farm_proto::v1;
+
+use crate::config::RequestLimits;
+use crate::scheduler::policy::{MAX_FORCED_CHUNK, MAX_FORCED_STREAM_CHUNK};
+use crate::scheduler::{JobSpec, WorkerInfo};
+
+/// The most compute threads a worker may claim.
+pub const MAX_WORKER_THREADS: u32 = 4096;
+
+/// The longest worker name kept.
+pub const MAX_WORKER_NAME: usize = 256;
+
+/// A request the coordinator refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequest {
+    #[error(
+        "protocol version mismatch: the {peer} speaks version {theirs}, this coordinator speaks version {PROTOCOL_VERSION}; upgrade the older side"
+    )]
+    ProtocolVersion { peer: &'static str, theirs: u32 },
+    #[error("{0}")]
+    UnknownFunction(#[from] farm_catalog::UnknownFunction),
+    #[error("n = {n} is over this coordinator's limit of {max} elements{what}")]
+    TooManyElements {
+        n: u64,
+        max: u64,
+        what: &'static str,
+    },
+    #[error("start = {start} with n = {n} runs past the largest index, 2^64 - 1")]
+    IndexOverflow { start: u64, n: u64 },
+    #[error("chunk_size = {chunk_size} is over the limit of {max} elements{what}")]
+    ChunkTooLarge {
+        chunk_size: u64,
+        max: u64,
+        what: &'static str,
+    },
+    #[error("worker threads = {threads} must be between 1 and {MAX_WORKER_THREADS}")]
+    WorkerThreads { threads: u32 },
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl ServiceError for InvalidRequest {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            InvalidRequest::ProtocolVersion { .. } => ErrorKind::ProtocolMismatch,
+            _ => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+pub fn protocol_version(peer: &'static str, theirs: u32) -> Result<(), InvalidRequest> {
+    if theirs == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(InvalidRequest::ProtocolVersion { peer, theirs })
+    }
+}
+
+/// A job request made into a [`JobSpec`], or the first thing wrong with it.
+pub fn job_spec(
+    request: &v1::SubmitJobRequest,
+    limits: &RequestLimits,
+) -> Result<JobSpec, InvalidRequest> {
+    protocol_version("client", request.protocol_version)?;
+    let function = Function::from_name(&request.function)?;
+    let (max_elements, what) = if request.stream_values {
+        (
+            limits.max_elements.min(limits.max_streamed_elements),
+            " when values are streamed",
+        )
+    } else {
+        (limits.max_elements, "")
+    };
+    if request.n > max_elements {
+        return Err(InvalidRequest::TooManyElements {
+            n: request.n,
+            max: max_elements,
+            what,
+        });
+    }
+    if request.n > 0 && request.start.checked_add(request.n - 1).is_none() {
+        return Err(InvalidRequest::IndexOverflow {
+            start: request.start,
+            n: request.n,
+        });
+    }
+    let chunk_size = match request.chunk_size {
+        0 => None,
+        size => {
+            let (max, what) = if request.stream_values {
+                (MAX_FORCED_STREAM_CHUNK, " when values are streamed")
+            } else {
+                (MAX_FORCED_CHUNK, "")
+            };
+            if size > max {
+                return Err(InvalidRequest::ChunkTooLarge {
+                    chunk_size: size,
+                    max,
+                    what,
+                });
+            }
+            Some(round_to_leaves(size))
+        }
+    };
+    Ok(JobSpec {
+        function,
+        start: request.start,
+        n: request.n,
+        chunk_size,
+        stream_values: request.stream_values,
+    })
+}
+
+/// A worker's hello made into [`WorkerInfo`].
+pub fn worker_hello(hello: &v1::WorkerHello) -> Result<WorkerInfo, InvalidRequest> {
+    protocol_version("worker", hello.protocol_version)?;
+    if hello.threads == 0 || hello.threads > MAX_WORKER_THREADS {
+        return Err(InvalidRequest::WorkerThreads {
+            threads: hello.threads,
+        });
+    }
+    let mut name: String = hello.name.chars().take(MAX_WORKER_NAME).collect();
+    if name.trim().is_empty() {
+        name = "unnamed".to_owned();
+    }
+    Ok(WorkerInfo {
+        name,
+        threads: hello.threads,
+    })
+}
+
+/// The leaf size is part of the contract; chunk sizes are rounded to it.
+pub const CHUNK_GRANULE: u64 = LEAF_LEN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CoordinatorConfig;
+
+    fn request() -> v1::SubmitJobRequest {
+        v1::SubmitJobRequest {
+            protocol_version: PROTOCOL_VERSION,
+            function: "sqrt".into(),
+            start: 0,
+            n: 1000,
+            chunk_size: 0,
+            stream_values: false,
+        }
+    }
+
+    fn check(change: impl FnOnce(&mut v1::SubmitJobRequest)) -> Result<JobSpec, InvalidRequest> {
+        let mut r = request();
+        change(&mut r);
+        job_spec(&r, &CoordinatorConfig::default().limits)
+    }
+
+    #[test]
+    fn a_good_request_passes() {
+        let spec = check(|r| r.chunk_size = 5000).unwrap();
+        assert_eq!(spec.chunk_size, Some(2 * LEAF_LEN));
+        assert_eq!(spec.n, 1000);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        type Change = Box<dyn FnOnce(&mut v1::SubmitJobRequest)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|r| r.protocol_version = 7),
+                "protocol version mismatch: the client speaks version 7, this coordinator speaks version 1; upgrade the older side",
+            ),
+            (
+                Box::new(|r| r.function = "cbrt".into()),
+                "unknown function 'cbrt' (known functions: sqrt)",
+            ),
+            (
+                Box::new(|r| r.n = u64::MAX),
+                "n = 18446744073709551615 is over this coordinator's limit of 10000000000000 elements",
+            ),
+            (
+                Box::new(|r| {
+                    r.n = 1 << 40;
+                    r.stream_values = true
+                }),
+                "n = 1099511627776 is over this coordinator's limit of 137438953472 elements when values are streamed",
+            ),
+            (
+                Box::new(|r| r.start = u64::MAX - 10),
+                "start = 18446744073709551605 with n = 1000 runs past the largest index, 2^64 - 1",
+            ),
+            (
+                Box::new(|r| r.chunk_size = u64::MAX),
+                "chunk_size = 18446744073709551615 is over the limit of 67108864 elements",
+            ),
+        ];
+        for (change, message) in cases {
+            assert_eq!(check(change).unwrap_err().to_string(), message);
+        }
+    }
+
+    #[test]
+    fn the_last_index_is_allowed() {
+        assert!(check(|r| r.start = u64::MAX - 999).is_ok());
+        assert!(
+            check(|r| {
+                r.start = u64::MAX;
+                r.n = 0
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn worker_hellos() {
+        let hello = |threads, version| v1::WorkerHello {
+            protocol_version: version,
+            name: String::new(),
+            threads,
+        };
+        assert_eq!(
+            worker_hello(&hello(2, PROTOCOL_VERSION)).unwrap().name,
+            "unnamed"
+        );
+        assert!(matches!(
+            worker_hello(&hello(0, PROTOCOL_VERSION)),
+            Err(InvalidRequest::WorkerThreads { threads: 0 })
+        ));
+        assert_eq!(
+            worker_hello(&hello(2, 2)).unwrap_err().kind(),
+            ErrorKind::ProtocolMismatch
+        );
+    }
+}
