@@ -57,12 +57,7 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    farm_proto::process::init_tracing("info");
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -85,9 +80,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let signalled = stop.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        farm_proto::process::shutdown_signal().await;
         signalled.cancel();
-        wait_for_signal().await;
+        farm_proto::process::shutdown_signal().await;
         eprintln!("farm-coordinator: second signal, exiting now");
         std::process::exit(130);
     });
@@ -103,28 +98,5 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             tracing::warn!("open streams did not end within {SHUTDOWN_GRACE:?}; exiting anyway");
             Ok(())
         }
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod process;
 pub mod transport;
 
 /// Generated messages and services of package `farm.v1`.

@@ -138,7 +138,6 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender)
     }
     let mut progress = tokio::time::interval(hub.config().progress_interval);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_reported = None;
     loop {
         let Some(poll) = hub.with_scheduler(|s, now| s.poll_job(job, POLL_BYTES, now)) else {
             tracing::warn!("job vanished from the scheduler");
@@ -179,13 +178,12 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender)
         tokio::select! {
             () = waker.notified() => {}
             _ = progress.tick() => {
-                if last_reported != Some(elements_done) {
-                    last_reported = Some(elements_done);
-                    let event = Event::Progress(v1::JobProgress { elements_done, chunks_done });
-                    if !send(events, event).await {
-                        hub.with_scheduler(|s, now| s.cancel(job, now));
-                        return;
-                    }
+                // Sent even when nothing changed: it tells the client the
+                // coordinator is alive while a long job is quiet.
+                let event = Event::Progress(v1::JobProgress { elements_done, chunks_done });
+                if !send(events, event).await {
+                    hub.with_scheduler(|s, now| s.cancel(job, now));
+                    return;
                 }
             }
             () = events.closed() => {

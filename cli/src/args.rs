@@ -1,0 +1,108 @@
+//! The `farm` command line, as clap sees it.
+
+use clap::builder::PossibleValuesParser;
+use clap::{Args, Parser, Subcommand};
+use farm_catalog::Function;
+
+use crate::number::{NumberError, parse_count};
+use crate::output::Destination;
+
+/// farm: run a map over a huge range on every core of every machine you
+/// have, and get the ordered results back.
+#[derive(Debug, Parser)]
+#[command(name = "farm", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job and print its summary (or write its values with --output).
+    Submit(SubmitArgs),
+    /// Recompute the summary and digest of an output file (.npy, .bin,
+    /// .csv, .txt).
+    Digest(DigestArgs),
+    /// Show a coordinator's workers and counters.
+    Workers(WorkersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The function to map.
+    #[arg(value_parser = function_names())]
+    pub function: String,
+    /// Number of elements: 1000000, 1_000_000, 1e9, 2.5e9.
+    #[arg(long, value_parser = parse_count)]
+    pub n: u64,
+    /// First input: element i is function(start + i).
+    #[arg(long, default_value = "0", value_parser = parse_count)]
+    pub start: u64,
+    /// The coordinator to run on, as HOST:PORT. Without one, an embedded
+    /// coordinator and worker run in this process.
+    #[arg(long, env = "FARM_COORDINATOR", value_name = "HOST:PORT")]
+    pub coordinator: Option<String>,
+    /// Write the ordered values: FILE.npy (numpy), FILE.bin (raw
+    /// little-endian f64), FILE.csv or FILE.txt (one per line), or - for
+    /// text on stdout.
+    #[arg(long, short, value_parser = Destination::parse)]
+    pub output: Option<Destination>,
+    /// Elements per chunk (rounded up to a multiple of 4096) instead of
+    /// the coordinator's choice.
+    #[arg(long, value_parser = parse_chunk_size)]
+    pub chunk_size: Option<u64>,
+    /// Compute threads for an embedded or local run [default: all cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// The output file to summarise.
+    pub file: String,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    /// The coordinator, as HOST:PORT.
+    #[arg(
+        long,
+        env = "FARM_COORDINATOR",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub coordinator: String,
+    /// Print as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn function_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        Function::ALL
+            .iter()
+            .map(|f| clap::builder::PossibleValue::new(f.name()).help(f.description())),
+    )
+}
+
+/// A chunk size: a count of at least one.
+fn parse_chunk_size(text: &str) -> Result<u64, ChunkSizeError> {
+    match parse_count(text)? {
+        0 => Err(ChunkSizeError::Zero),
+        size => Ok(size),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkSizeError {
+    #[error(transparent)]
+    Number(#[from] NumberError),
+    #[error("a chunk holds at least one element")]
+    Zero,
+}

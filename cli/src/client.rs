@@ -1,0 +1,242 @@
+//! Talking to a coordinator: submit a job and follow its stream of events
+//! to the end, and ask for the cluster's status.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use farm_catalog::Summary;
+use farm_proto::error::ErrorKind;
+use farm_proto::v1::job_service_client::JobServiceClient;
+use farm_proto::v1::submit_job_response::Event;
+use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// The coordinator sends progress twice a second; this much silence means
+/// it is gone even if the connection still looks open.
+const STREAM_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequest {
+    pub function: String,
+    pub start: u64,
+    pub n: u64,
+    /// Forced elements per chunk.
+    pub chunk_size: Option<u64>,
+    /// Stream the ordered values back.
+    pub stream_values: bool,
+}
+
+impl JobRequest {
+    fn message(&self) -> v1::SubmitJobRequest {
+        v1::SubmitJobRequest {
+            protocol_version: PROTOCOL_VERSION,
+            function: self.function.clone(),
+            start: self.start,
+            n: self.n,
+            chunk_size: self.chunk_size.unwrap_or(0),
+            stream_values: self.stream_values,
+        }
+    }
+}
+
+/// A finished job as the coordinator reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    pub job_id: u64,
+    pub summary: Summary,
+    pub chunks: u64,
+    pub workers: u32,
+    pub attempts: u64,
+}
+
+/// Why a job did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the coordinator at {address}: {reason}")]
+    Unreachable { address: String, reason: String },
+    #[error("the coordinator refused the job: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    ProtocolMismatch(String),
+    #[error("{0}")]
+    JobFailed(String),
+    #[error("the coordinator is busy: {0}")]
+    Busy(String),
+    #[error("lost the coordinator at {address}: {reason}")]
+    Lost { address: String, reason: String },
+    #[error("the coordinator sent something unexpected: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Output(String),
+}
+
+impl ClientError {
+    /// The kind of failure, which decides the exit code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Lost { .. } => ErrorKind::Unavailable,
+            ClientError::Invalid(_) => ErrorKind::InvalidArgument,
+            ClientError::ProtocolMismatch(_) => ErrorKind::ProtocolMismatch,
+            ClientError::JobFailed(_) => ErrorKind::JobFailed,
+            ClientError::Busy(_) => ErrorKind::ResourceExhausted,
+            ClientError::Protocol(_) | ClientError::Output(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn from_status(status: &Status, address: &str, started: bool) -> ClientError {
+        let message = status.message().to_owned();
+        match ErrorKind::of_code(status.code()) {
+            ErrorKind::InvalidArgument => ClientError::Invalid(message),
+            ErrorKind::ProtocolMismatch => ClientError::ProtocolMismatch(message),
+            ErrorKind::JobFailed => ClientError::JobFailed(message),
+            ErrorKind::ResourceExhausted => ClientError::Busy(message),
+            ErrorKind::Unavailable | ErrorKind::Cancelled if !started => ClientError::Unreachable {
+                address: address.to_owned(),
+                reason: describe(status),
+            },
+            ErrorKind::Unavailable | ErrorKind::Cancelled => ClientError::Lost {
+                address: address.to_owned(),
+                reason: describe(status),
+            },
+            ErrorKind::Internal if status.code() == Code::Unimplemented => {
+                ClientError::Unreachable {
+                    address: address.to_owned(),
+                    reason: "it is not a farm coordinator (no farm.v1.JobService)".to_owned(),
+                }
+            }
+            ErrorKind::Internal => ClientError::Protocol(describe(status)),
+        }
+    }
+}
+
+/// A status's message with the chain of causes tonic keeps behind it
+/// (where "connection refused" lives).
+fn describe(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        let cause = err.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = err.source();
+    }
+    text
+}
+
+/// Runs `request` on the coordinator behind `channel`, sending each batch
+/// of ordered values (little-endian f64 bytes) to `values` as it comes.
+/// `address` names the coordinator in errors.
+pub async fn run_job(
+    channel: Channel,
+    address: &str,
+    request: &JobRequest,
+    values: Option<&mpsc::Sender<Bytes>>,
+) -> Result<JobReport, ClientError> {
+    let mut client = JobServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut stream = client
+        .submit_job(request.message())
+        .await
+        .map_err(|s| ClientError::from_status(&s, address, false))?
+        .into_inner();
+    let mut job_id = None;
+    let mut next_offset = 0u64;
+    loop {
+        let message = tokio::time::timeout(STREAM_SILENCE_TIMEOUT, stream.message())
+            .await
+            .map_err(|_| ClientError::Lost {
+                address: address.to_owned(),
+                reason: format!("no word for {} s", STREAM_SILENCE_TIMEOUT.as_secs()),
+            })?
+            .map_err(|s| ClientError::from_status(&s, address, job_id.is_some()))?;
+        let Some(v1::SubmitJobResponse { event: Some(event) }) = message else {
+            return Err(ClientError::Lost {
+                address: address.to_owned(),
+                reason: "the job stream ended without a result".to_owned(),
+            });
+        };
+        match event {
+            Event::Accepted(accepted) => job_id = Some(accepted.job_id),
+            Event::Progress(_) => {}
+            Event::Values(batch) => {
+                if batch.offset != next_offset || batch.values_le.len() % 8 != 0 {
+                    return Err(ClientError::Protocol(format!(
+                        "values at offset {} ({} bytes) where offset {next_offset} was due",
+                        batch.offset,
+                        batch.values_le.len()
+                    )));
+                }
+                next_offset += batch.values_le.len() as u64 / 8;
+                let Some(values) = values else {
+                    return Err(ClientError::Protocol(
+                        "values that were not asked for".into(),
+                    ));
+                };
+                values
+                    .send(batch.values_le)
+                    .await
+                    .map_err(|_| ClientError::Output("the output writer stopped".into()))?;
+            }
+            Event::Finished(finished) => {
+                return finished_report(job_id, finished, request, next_offset);
+            }
+        }
+    }
+}
+
+fn finished_report(
+    job_id: Option<u64>,
+    finished: v1::JobFinished,
+    request: &JobRequest,
+    values_received: u64,
+) -> Result<JobReport, ClientError> {
+    let bad = |what: &str| ClientError::Protocol(what.to_owned());
+    let summary: Summary = finished
+        .summary
+        .ok_or_else(|| bad("a finished job without a summary"))?
+        .try_into()
+        .map_err(|e: farm_proto::convert::BadDigest| bad(&e.to_string()))?;
+    if summary.n != request.n {
+        return Err(bad(&format!(
+            "a summary of {} elements for a job of {}",
+            summary.n, request.n
+        )));
+    }
+    if request.stream_values && values_received != request.n {
+        return Err(bad(&format!(
+            "{values_received} values streamed for a job of {}",
+            request.n
+        )));
+    }
+    let stats = finished.stats.unwrap_or_default();
+    Ok(JobReport {
+        job_id: job_id.ok_or_else(|| bad("a finished job that was never accepted"))?,
+        summary,
+        chunks: stats.chunks,
+        workers: stats.workers,
+        attempts: stats.attempts,
+    })
+}
+
+/// The cluster's workers and counters.
+pub async fn cluster_status(
+    channel: Channel,
+    address: &str,
+) -> Result<v1::GetClusterStatusResponse, ClientError> {
+    let mut client = JobServiceClient::new(channel);
+    let request = v1::GetClusterStatusRequest {
+        protocol_version: PROTOCOL_VERSION,
+    };
+    client
+        .get_cluster_status(request)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| ClientError::from_status(&s, address, false))
+}

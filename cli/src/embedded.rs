@@ -1,0 +1,78 @@
+//! The embedded cluster: a coordinator and one worker on every core, in
+//! this process, joined by the in-process transport. Jobs go through the
+//! same gRPC path as on a real cluster; only the sockets are missing.
+
+use std::time::Duration;
+
+use farm_coordinator::CoordinatorConfig;
+use farm_proto::transport;
+use farm_worker::WorkerConfig;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// How long the embedded parts get to stop once the job is done.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A running embedded cluster.
+#[derive(Debug)]
+pub struct EmbeddedCluster {
+    channel: Channel,
+    stop: CancellationToken,
+    coordinator: JoinHandle<()>,
+    worker: JoinHandle<()>,
+}
+
+impl EmbeddedCluster {
+    /// Starts a coordinator and a worker with `threads` compute threads.
+    pub fn start(threads: usize) -> EmbeddedCluster {
+        let (connector, incoming) = transport::in_process();
+        let stop = CancellationToken::new();
+        let coordinator = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let config = CoordinatorConfig::default();
+                if let Err(err) =
+                    farm_coordinator::run(config, incoming, stop.cancelled_owned()).await
+                {
+                    tracing::error!(%err, "embedded coordinator failed");
+                }
+            }
+        });
+        let mut config = WorkerConfig::new("the embedded coordinator");
+        config.name = "embedded".to_owned();
+        config.threads = threads;
+        let worker = tokio::spawn({
+            let channel = connector.channel();
+            let drain = stop.child_token();
+            async move {
+                if let Err(err) = farm_worker::run(config, channel, drain).await {
+                    tracing::error!(%err, "embedded worker failed");
+                }
+            }
+        });
+        EmbeddedCluster {
+            channel: connector.channel(),
+            stop,
+            coordinator,
+            worker,
+        }
+    }
+
+    /// A channel to the embedded coordinator.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Stops the worker and the coordinator, waiting a little for both.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let both = async {
+            let _ = self.worker.await;
+            let _ = self.coordinator.await;
+        };
+        if tokio::time::timeout(STOP_TIMEOUT, both).await.is_err() {
+            tracing::debug!("embedded cluster did not stop within {STOP_TIMEOUT:?}");
+        }
+    }
+}

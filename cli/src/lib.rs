@@ -1,0 +1,18 @@
+//! The `farm` command line: submitting jobs, writing their output, and the
+//! embedded cluster used when no coordinator is named.
+//!
+//! - [`args`]: the command-line interface.
+//! - [`submit`]: where a job runs and how its values reach the output.
+//! - [`client`]: the coordinator's client side.
+//! - [`embedded`]: a coordinator and worker inside this process.
+//! - [`output`]: output files, and reading them back (`farm digest`).
+//! - [`number`]: counts as people write them (`1e9`, `1_000_000`).
+//! - [`report`]: printing results.
+
+pub mod args;
+pub mod client;
+pub mod embedded;
+pub mod number;
+pub mod output;
+pub mod report;
+pub mod submit;

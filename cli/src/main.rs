@@ -1,0 +1,164 @@
+//! `farm`: parse the command line, run it, map errors to exit codes.
+//!
+//! Exit codes: 0 success (also when a reader of `--output -` closes the
+//! pipe early); 1 the job failed, or another error; 2 invalid input (a bad
+//! flag, or a request the coordinator refused as invalid); 3 the
+//! coordinator cannot be reached, was lost, or is busy; 130 interrupted.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use farm_catalog::Function;
+use farm_cli::args::{Cli, Command, DigestArgs, SubmitArgs, WorkersArgs};
+use farm_cli::output::{self, Destination};
+use farm_cli::report;
+use farm_cli::submit::{self, Mode, Submission, SubmitError};
+use farm_proto::error::ErrorKind;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Only warnings by default: the output of `farm` is its result.
+    farm_proto::process::init_tracing("warn");
+    let result = match cli.command {
+        Command::Submit(args) => run_submit(args),
+        Command::Digest(args) => run_digest(&args),
+        Command::Workers(args) => run_workers(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if let Some(message) = failure.message {
+                eprintln!("farm: {message}");
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// A failed command: what to say and which exit code.
+struct Failure {
+    message: Option<String>,
+    code: u8,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl ToString) -> Failure {
+        Failure {
+            message: Some(message.to_string()),
+            code,
+        }
+    }
+}
+
+fn kind_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InvalidArgument | ErrorKind::ProtocolMismatch => 2,
+        ErrorKind::Unavailable | ErrorKind::ResourceExhausted => 3,
+        ErrorKind::JobFailed | ErrorKind::Cancelled | ErrorKind::Internal => 1,
+    }
+}
+
+impl From<SubmitError> for Failure {
+    fn from(err: SubmitError) -> Failure {
+        match &err {
+            SubmitError::Output(out) if out.is_broken_pipe() => Failure {
+                message: None,
+                code: 0,
+            },
+            SubmitError::Client(client) => Failure::new(kind_code(client.kind()), &err),
+            SubmitError::Address(_) => Failure::new(2, &err),
+            SubmitError::Interrupted => Failure::new(130, &err),
+            SubmitError::Output(_) | SubmitError::Local(_) => Failure::new(1, &err),
+        }
+    }
+}
+
+fn run_submit(args: SubmitArgs) -> Result<(), Failure> {
+    let function = Function::from_name(&args.function).map_err(|e| Failure::new(2, e))?;
+    let threads = args.threads.map_or_else(all_cores, usize::from);
+    let to_stdout = matches!(args.output, Some(Destination::Stdout));
+    let submission = Submission {
+        function,
+        start: args.start,
+        n: args.n,
+        chunk_size: args.chunk_size,
+        output: args.output,
+        coordinator: args.coordinator.filter(|c| !c.is_empty()),
+        threads,
+    };
+    if args.start.checked_add(args.n.saturating_sub(1)).is_none() {
+        return Err(Failure::new(
+            2,
+            format!(
+                "--start {} with --n {} runs past the largest index, 2^64 - 1",
+                args.start, args.n
+            ),
+        ));
+    }
+    let finished = match submission.mode() {
+        Mode::Local { .. } => submit::run_local(&submission)?,
+        Mode::Cluster(_) | Mode::Embedded { .. } => {
+            runtime()?.block_on(submit::run_remote(&submission))?
+        }
+    };
+    // With the values on stdout, the summary goes to stderr.
+    let printed = if to_stdout {
+        report::print_job(
+            &mut std::io::stderr(),
+            function.name(),
+            args.start,
+            &finished,
+            args.json,
+        )
+    } else {
+        report::print_job(
+            &mut std::io::stdout(),
+            function.name(),
+            args.start,
+            &finished,
+            args.json,
+        )
+    };
+    printed.or_else(ignore_broken_pipe)
+}
+
+fn run_digest(args: &DigestArgs) -> Result<(), Failure> {
+    let summary =
+        output::summarize_file(std::path::Path::new(&args.file)).map_err(|e| Failure::new(1, e))?;
+    report::print_file_summary(&mut std::io::stdout(), &args.file, &summary, args.json)
+        .or_else(ignore_broken_pipe)
+}
+
+fn run_workers(args: &WorkersArgs) -> Result<(), Failure> {
+    let endpoint =
+        farm_proto::transport::endpoint(&args.coordinator).map_err(|e| Failure::new(2, e))?;
+    let status = runtime()?
+        .block_on(async {
+            farm_cli::client::cluster_status(endpoint.connect_lazy(), &args.coordinator).await
+        })
+        .map_err(|e| Failure::new(kind_code(e.kind()), e))?;
+    report::print_cluster(&mut std::io::stdout(), &status, args.json).or_else(ignore_broken_pipe)
+}
+
+fn ignore_broken_pipe(err: std::io::Error) -> Result<(), Failure> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        let _ = std::io::stderr().flush();
+        Err(Failure::new(1, format!("cannot print the result: {err}")))
+    }
+}
+
+fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("farm-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(1, format!("cannot start the async runtime: {e}")))
+}

@@ -1,0 +1,289 @@
+//! Output files: streaming a job's ordered f64 values to disk, and reading
+//! such a file back to recompute the job's [`Summary`](farm_catalog::Summary).
+//!
+//! - [`create`] opens a [`Sink`] for `farm submit ... --output DEST`. It takes
+//!   the values as the batches of little-endian bytes the cluster sends, so
+//!   the whole output is never in memory. Files are written to
+//!   `<path>.partial` and renamed into place by [`Sink::finish`], so an
+//!   interrupted job never leaves a truncated file under the final name.
+//! - [`summarize_file`] is `farm digest FILE`: it streams a file leaf by leaf
+//!   through the catalog's reducer, so its summary is bit-identical to the
+//!   one the cluster reported for the same values.
+//!
+//! The format follows the extension ([`Format`]):
+//!
+//! - `.npy`: NumPy format 1.0, a 1-D `'<f8'` array.
+//! - `.bin`: raw little-endian IEEE-754 binary64, no header.
+//! - `.csv`, `.txt`: one value per line in shortest round-trip form, with
+//!   `NaN`, `inf` and `-inf` for the special values. `-` writes this to
+//!   stdout.
+//!
+//! Loading each in Python (all three give the same float64 array, bit for
+//! bit, except that text keeps no NaN payloads):
+//!
+//! ```text
+//! import numpy
+//! a = numpy.load("out.npy")
+//! a = numpy.fromfile("out.bin", dtype="<f8")
+//! a = numpy.loadtxt("out.csv", dtype="<f8")    # or "out.txt"
+//! ```
+
+mod bin;
+mod npy;
+mod read;
+mod sink;
+mod text;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use farm_catalog::ReducerError;
+
+pub use read::summarize_file;
+pub use sink::{Sink, create};
+
+/// The extensions [`Format::from_path`] knows, for error messages.
+const SUPPORTED: &str = ".npy, .bin, .csv, .txt";
+
+/// An output file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// NumPy `.npy`, version 1.0, dtype `'<f8'`.
+    Npy,
+    /// Raw little-endian f64.
+    Bin,
+    /// One value per line (`.csv` or `.txt`).
+    Text,
+}
+
+impl Format {
+    /// The format a file name's extension calls for (case-insensitive).
+    pub fn from_path(path: &Path) -> Result<Format, OutputError> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match extension.as_deref() {
+            Some("npy") => Ok(Format::Npy),
+            Some("bin") => Ok(Format::Bin),
+            Some("csv" | "txt") => Ok(Format::Text),
+            _ => Err(OutputError::UnknownFormat {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+}
+
+/// Where `--output` sends a job's values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// `-`: text on stdout.
+    Stdout,
+    /// A file, whose extension gives its [`Format`].
+    File(PathBuf),
+}
+
+impl Destination {
+    /// Parses an `--output` argument, checking the extension up front so a
+    /// bad name fails before the job is submitted.
+    pub fn parse(arg: &str) -> Result<Destination, OutputError> {
+        match arg {
+            "" => Err(OutputError::EmptyDestination),
+            "-" => Ok(Destination::Stdout),
+            _ => {
+                let path = PathBuf::from(arg);
+                Format::from_path(&path)?;
+                Ok(Destination::File(path))
+            }
+        }
+    }
+
+    /// The format written to this destination.
+    pub fn format(&self) -> Result<Format, OutputError> {
+        match self {
+            Destination::Stdout => Ok(Format::Text),
+            Destination::File(path) => Format::from_path(path),
+        }
+    }
+}
+
+impl FromStr for Destination {
+    type Err = OutputError;
+
+    fn from_str(arg: &str) -> Result<Destination, OutputError> {
+        Destination::parse(arg)
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Stdout => f.write_str("-"),
+            Destination::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Why an output file could not be written or read.
+///
+/// The underlying error is part of each message rather than a `source()`,
+/// so printing the chain (`{:#}` in anyhow) does not repeat it.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("the output file name is empty: give a file ending in {SUPPORTED}, or - for stdout")]
+    EmptyDestination,
+    #[error(
+        "cannot tell the format of {} from its extension: supported extensions are {SUPPORTED}",
+        path.display()
+    )]
+    UnknownFormat { path: PathBuf },
+    #[error("cannot create {}: {error}", path.display())]
+    Create { path: PathBuf, error: io::Error },
+    #[error("cannot write {}: {error}", path.display())]
+    Write { path: PathBuf, error: io::Error },
+    #[error("cannot rename {} to {}: {error}", from.display(), to.display())]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        error: io::Error,
+    },
+    #[error("cannot open {}: {error}", path.display())]
+    Open { path: PathBuf, error: io::Error },
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
+    /// The reader of stdout went away (`farm submit ... --output - | head`):
+    /// a clean stop, not a failure.
+    #[error("stdout was closed by its reader")]
+    BrokenPipe,
+    #[error("cannot write {}: a batch of {len} bytes is not a whole number of f64 values", path.display())]
+    RaggedBatch { path: PathBuf, len: usize },
+    #[error("{}: expected {expected} values, got {got}", path.display())]
+    WrongCount {
+        path: PathBuf,
+        expected: u64,
+        got: u64,
+    },
+    #[error("{} is not a float64 .npy file farm can read: {reason}", path.display())]
+    Npy { path: PathBuf, reason: String },
+    #[error("{} is {len} bytes, not a whole number of 8-byte f64 values", path.display())]
+    BinLength { path: PathBuf, len: u64 },
+    #[error("{}:{line}: cannot read {text:?} as a number", path.display())]
+    Parse {
+        path: PathBuf,
+        line: u64,
+        text: String,
+    },
+    #[error("{}:{line}: empty line before the last value", path.display())]
+    BlankLine { path: PathBuf, line: u64 },
+    #[error("{}:{line}: line is longer than {max} bytes", path.display())]
+    LineTooLong {
+        path: PathBuf,
+        line: u64,
+        max: usize,
+    },
+    #[error("cannot summarize {}: {error}", path.display())]
+    Summary { path: PathBuf, error: ReducerError },
+}
+
+impl OutputError {
+    /// Whether this is the reader of stdout going away, which the caller
+    /// should treat as a clean exit.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, OutputError::BrokenPipe)
+    }
+}
+
+/// Decodes little-endian f64 bytes (a whole number of values) onto `out`.
+fn decode_le(bytes: &[u8], out: &mut Vec<f64>) {
+    out.extend(bytes.chunks_exact(8).map(|chunk| {
+        let mut value = [0u8; 8];
+        value.copy_from_slice(chunk);
+        f64::from_le_bytes(value)
+    }));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_follow_the_extension() {
+        let cases = [
+            ("a.npy", Format::Npy),
+            ("dir/A.NPY", Format::Npy),
+            ("a.bin", Format::Bin),
+            ("a.Bin", Format::Bin),
+            ("a.csv", Format::Text),
+            ("a.TXT", Format::Text),
+        ];
+        for (path, format) in cases {
+            assert_eq!(
+                Format::from_path(Path::new(path)).unwrap(),
+                format,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_extensions_list_the_supported_ones() {
+        for path in ["a.json", "a", "npy", "a.npy.gz", "-"] {
+            let err = Format::from_path(Path::new(path)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "cannot tell the format of {path} from its extension: \
+                     supported extensions are .npy, .bin, .csv, .txt"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn destinations_parse() {
+        assert_eq!(Destination::parse("-").unwrap(), Destination::Stdout);
+        assert_eq!(Destination::Stdout.format().unwrap(), Format::Text);
+        assert_eq!(
+            "out/x.npy".parse::<Destination>().unwrap(),
+            Destination::File(PathBuf::from("out/x.npy"))
+        );
+        assert_eq!(
+            Destination::parse("out/x.npy").unwrap().to_string(),
+            "out/x.npy"
+        );
+        assert!(matches!(
+            Destination::parse(""),
+            Err(OutputError::EmptyDestination)
+        ));
+        assert!(matches!(
+            Destination::parse("x.json"),
+            Err(OutputError::UnknownFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn io_errors_name_the_file() {
+        let err = OutputError::Create {
+            path: PathBuf::from("out.npy.partial"),
+            error: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot create out.npy.partial: permission denied"
+        );
+        assert!(!err.is_broken_pipe());
+        assert!(OutputError::BrokenPipe.is_broken_pipe());
+    }
+
+    #[test]
+    fn le_bytes_decode() {
+        let values = [0.0, -0.0, 1.5, f64::MAX, 5e-324, f64::NEG_INFINITY];
+        let mut out = Vec::new();
+        decode_le(&farm_catalog::summary::le_bytes(&values), &mut out);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out), bits(&values));
+    }
+}

@@ -1,0 +1,438 @@
+//! Writing a job's values as they arrive: [`create`] and [`Sink`].
+//!
+//! A file is written as `<path>.partial` beside its final name and renamed
+//! into place only once exactly `n` values have been written, so a failed or
+//! interrupted job leaves either nothing or a complete file.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Destination, Format, OutputError, npy, text};
+
+/// Write buffer size: large enough that text output, written a line at a
+/// time, reaches the OS in big writes. Raw batches at least this large
+/// bypass it.
+const BUFFER_BYTES: usize = 1 << 20;
+
+/// Where [`Sink::write_batch`] reports stdout's errors from.
+const STDOUT_NAME: &str = "<stdout>";
+
+/// Opens `dest` for a job of `n` values. For a file this creates
+/// `<path>.partial` (and, for `.npy`, writes the header).
+pub fn create(dest: &Destination, n: u64) -> Result<Sink, OutputError> {
+    let format = dest.format()?;
+    let (target, partial) = match dest {
+        Destination::Stdout => (Target::Stdout(io::stdout()), None),
+        Destination::File(path) => {
+            let partial = PartialFile::new(path);
+            let file = File::create(&partial.partial).map_err(|error| OutputError::Create {
+                path: partial.partial.clone(),
+                error,
+            })?;
+            (Target::File(file), Some(partial))
+        }
+    };
+    let mut sink = Sink {
+        out: BufWriter::with_capacity(BUFFER_BYTES, target),
+        partial,
+        format,
+        digits: ryu::Buffer::new(),
+        expected: n,
+        written: 0,
+    };
+    if format == Format::Npy {
+        let header = npy::header(n);
+        sink.out
+            .write_all(&header)
+            .map_err(|error| sink.write_error(error))?;
+    }
+    Ok(sink)
+}
+
+/// An output being written: feed it the job's batches in order, then
+/// [`finish`](Sink::finish) it. Dropped unfinished, it removes its partial
+/// file.
+pub struct Sink {
+    // Declared before `partial` so the file is closed before the partial
+    // file guard removes it.
+    out: BufWriter<Target>,
+    partial: Option<PartialFile>,
+    format: Format,
+    /// Reused by text output, so formatting allocates nothing per value.
+    digits: ryu::Buffer,
+    expected: u64,
+    written: u64,
+}
+
+impl fmt::Debug for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sink")
+            .field("path", &self.display_path())
+            .field("format", &self.format)
+            .field("expected", &self.expected)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sink {
+    /// Writes the next batch of values, as little-endian f64 bytes.
+    pub fn write_batch(&mut self, le_bytes: &[u8]) -> Result<(), OutputError> {
+        let (count, rest) = (le_bytes.len() / 8, le_bytes.len() % 8);
+        if rest != 0 {
+            return Err(OutputError::RaggedBatch {
+                path: self.display_path(),
+                len: le_bytes.len(),
+            });
+        }
+        let total = self.written + count as u64;
+        if total > self.expected {
+            return Err(self.wrong_count(total));
+        }
+        let result = match self.format {
+            // The batches are already the file's byte order.
+            Format::Npy | Format::Bin => self.out.write_all(le_bytes),
+            Format::Text => text::write_values(le_bytes, &mut self.digits, &mut self.out),
+        };
+        result.map_err(|error| self.write_error(error))?;
+        self.written = total;
+        Ok(())
+    }
+
+    /// Values written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks that all `n` values were written, flushes, and (for a file)
+    /// renames the partial file into place. Nothing is fsynced.
+    pub fn finish(mut self) -> Result<(), OutputError> {
+        if self.written != self.expected {
+            return Err(self.wrong_count(self.written));
+        }
+        self.out.flush().map_err(|error| self.write_error(error))?;
+        let Sink { out, partial, .. } = self;
+        // Close the file before renaming it, as some platforms require.
+        drop(out);
+        match partial {
+            Some(partial) => partial.commit(),
+            None => Ok(()),
+        }
+    }
+
+    /// The name errors report: the partial file while it is being written.
+    fn display_path(&self) -> PathBuf {
+        match &self.partial {
+            Some(partial) => partial.partial.clone(),
+            None => PathBuf::from(STDOUT_NAME),
+        }
+    }
+
+    fn wrong_count(&self, got: u64) -> OutputError {
+        let path = match &self.partial {
+            Some(partial) => partial.path.clone(),
+            None => PathBuf::from(STDOUT_NAME),
+        };
+        OutputError::WrongCount {
+            path,
+            expected: self.expected,
+            got,
+        }
+    }
+
+    fn write_error(&self, error: io::Error) -> OutputError {
+        if self.partial.is_none() && error.kind() == io::ErrorKind::BrokenPipe {
+            OutputError::BrokenPipe
+        } else {
+            OutputError::Write {
+                path: self.display_path(),
+                error,
+            }
+        }
+    }
+}
+
+/// The stream a sink writes to.
+#[derive(Debug)]
+enum Target {
+    Stdout(io::Stdout),
+    File(File),
+}
+
+impl Write for Target {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Target::Stdout(out) => out.write(buf),
+            Target::File(file) => file.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Target::Stdout(out) => out.flush(),
+            Target::File(file) => file.flush(),
+        }
+    }
+}
+
+/// A `<path>.partial` file, removed when dropped unless committed.
+#[derive(Debug)]
+struct PartialFile {
+    partial: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl PartialFile {
+    fn new(path: &Path) -> PartialFile {
+        let mut partial = OsString::from(path.as_os_str());
+        partial.push(".partial");
+        PartialFile {
+            partial: PathBuf::from(partial),
+            path: path.to_path_buf(),
+            committed: false,
+        }
+    }
+
+    /// Renames the partial file to its final name.
+    fn commit(mut self) -> Result<(), OutputError> {
+        fs::rename(&self.partial, &self.path).map_err(|error| OutputError::Rename {
+            from: self.partial.clone(),
+            to: self.path.clone(),
+            error,
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: the job is already failing for another reason.
+            let _ = fs::remove_file(&self.partial);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::summarize_file;
+    use super::*;
+    use farm_catalog::summary::{le_bytes, summarize_values};
+
+    /// Values that exercise every corner the formats must keep: signed
+    /// zeros, extremes, subnormals, and enough sqrt values for several
+    /// leaves with a partial last one.
+    fn sample(with_nan: bool) -> Vec<f64> {
+        let mut values = vec![0.0, -0.0, 1e300, 5e-324, f64::MAX, -f64::MAX, 2f64.sqrt()];
+        values.extend((0..3 * 4096 + 100).map(|i| (1e6 + f64::from(i)).sqrt()));
+        values.extend([f64::INFINITY, f64::NEG_INFINITY, -5e-324, 1e-310]);
+        if with_nan {
+            values.insert(5000, f64::NAN);
+        }
+        values
+    }
+
+    /// Writes `values` in uneven batches: 3 values, then 4095, then the
+    /// rest.
+    fn write_uneven(dest: &Destination, values: &[f64]) -> Result<(), OutputError> {
+        let bytes = le_bytes(values);
+        let mut sink = create(dest, values.len() as u64)?;
+        let cut1 = (3 * 8).min(bytes.len());
+        let cut2 = (4098 * 8).min(bytes.len());
+        for batch in [&bytes[..cut1], &bytes[cut1..cut2], &bytes[cut2..]] {
+            sink.write_batch(batch)?;
+        }
+        sink.finish()
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn check_round_trip(name: &str, values: &[f64]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        write_uneven(&Destination::File(path.clone()), values).unwrap();
+        assert_eq!(files_in(dir.path()), [name]);
+        let summary = summarize_file(&path).unwrap();
+        let expected = summarize_values(values);
+        assert!(
+            summary.bit_identical(&expected),
+            "{name}: {summary:?} != {expected:?}"
+        );
+        let bytes = fs::read(&path).unwrap();
+        match Format::from_path(&path).unwrap() {
+            Format::Npy => {
+                let header = npy::header(values.len() as u64);
+                assert_eq!(bytes[..header.len()], header[..]);
+                assert_eq!(bytes[header.len()..], le_bytes(values)[..]);
+            }
+            Format::Bin => assert_eq!(bytes[..], le_bytes(values)[..]),
+            Format::Text => {
+                assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), values.len());
+            }
+        }
+    }
+
+    #[test]
+    fn every_format_round_trips_bit_for_bit() {
+        check_round_trip("out.npy", &sample(false));
+        check_round_trip("out.bin", &sample(true));
+        check_round_trip("out.csv", &sample(true));
+        check_round_trip("OUT.TXT", &sample(true));
+    }
+
+    #[test]
+    fn short_and_exact_leaf_outputs_round_trip() {
+        for len in [1, 2, 4095, 4096, 4097, 8192] {
+            let values: Vec<f64> = (0..len).map(|i| f64::from(i).sqrt()).collect();
+            for name in ["a.npy", "a.bin", "a.txt"] {
+                check_round_trip(name, &values);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_outputs() {
+        for name in ["empty.npy", "empty.bin", "empty.csv"] {
+            check_round_trip(name, &[]);
+        }
+    }
+
+    #[test]
+    fn short_output_fails_at_finish_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.npy");
+        let mut sink = create(&Destination::File(path.clone()), 10).unwrap();
+        sink.write_batch(&le_bytes(&[1.0; 7])).unwrap();
+        assert_eq!(sink.written(), 7);
+        let err = sink.finish().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}: expected 10 values, got 7", path.display())
+        );
+        assert!(files_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn too_many_values_fail_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let mut sink = create(&Destination::File(path.clone()), 2).unwrap();
+        let err = sink.write_batch(&le_bytes(&[1.0; 3])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OutputError::WrongCount {
+                    expected: 2,
+                    got: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = sink.write_batch(&[0; 12]).unwrap_err();
+        assert!(
+            matches!(err, OutputError::RaggedBatch { len: 12, .. }),
+            "{err}"
+        );
+        drop(sink);
+        assert!(files_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn dropping_unfinished_leaves_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["out.npy", "out.bin", "out.txt"] {
+            let path = dir.path().join(name);
+            let mut sink = create(&Destination::File(path.clone()), 4).unwrap();
+            sink.write_batch(&le_bytes(&[1.0, 2.0])).unwrap();
+            assert_eq!(files_in(dir.path()), [format!("{name}.partial")]);
+            drop(sink);
+            assert!(files_in(dir.path()).is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn finishing_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        fs::write(&path, b"old").unwrap();
+        let mut sink = create(&Destination::File(path.clone()), 1).unwrap();
+        // Until the job finishes, the old file stays as it was.
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        sink.write_batch(&le_bytes(&[4.0])).unwrap();
+        sink.finish().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), 4f64.to_le_bytes());
+    }
+
+    #[test]
+    fn create_errors_name_the_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir").join("out.npy");
+        let err = create(&Destination::File(path.clone()), 1).unwrap_err();
+        assert!(matches!(err, OutputError::Create { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("cannot create {}.partial: ", path.display())),
+            "{message}"
+        );
+    }
+
+    /// `farm submit ... --output - | head`: once the reader of stdout has
+    /// gone, writing reports `BrokenPipe`. Stdout must be a real pipe, so
+    /// the writing runs in a child copy of this test binary.
+    #[cfg(unix)]
+    #[test]
+    fn closed_stdout_is_a_broken_pipe() {
+        use std::io::Read;
+        use std::process::{Command, Stdio, exit};
+
+        const CHILD: &str = "FARM_OUTPUT_BROKEN_PIPE_CHILD";
+        let batches = 1000;
+        if std::env::var_os(CHILD).is_some() {
+            let bytes = le_bytes(&[1.5; 1 << 16]).into_owned();
+            let n = batches * (1 << 16);
+            let mut sink = create(&Destination::Stdout, n).unwrap();
+            for _ in 0..batches {
+                if let Err(err) = sink.write_batch(&bytes) {
+                    // Exit before the test harness prints to the closed pipe.
+                    exit(if err.is_broken_pipe() { 0 } else { 2 });
+                }
+            }
+            exit(3);
+        }
+        let (_, path) = module_path!().split_once("::").unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "--nocapture", "--test-threads=1"])
+            .arg(format!("{path}::closed_stdout_is_a_broken_pipe"))
+            .env(CHILD, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut start = [0u8; 4096];
+        stdout.read_exact(&mut start).unwrap();
+        assert!(start.windows(8).any(|w| w == b"1.5\n1.5\n"));
+        drop(stdout);
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+
+    #[test]
+    fn sinks_can_move_between_threads() {
+        fn is_send<T: Send>() {}
+        is_send::<Sink>();
+    }
+}

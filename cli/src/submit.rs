@@ -1,0 +1,247 @@
+//! `farm submit`: pick where a job runs, run it, and write its values.
+//!
+//! - A coordinator named (`--coordinator` or `FARM_COORDINATOR`): the job
+//!   runs on that cluster.
+//! - Otherwise, a tiny job runs right here on a rayon pool: starting a
+//!   coordinator would cost more than the job (parallelism has a cost).
+//! - Otherwise, an embedded coordinator and worker start in this process
+//!   and the job goes through the same gRPC path as on a cluster.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use farm_catalog::{Function, Reducer, Summary, evaluate};
+use farm_proto::transport;
+use tokio::sync::mpsc;
+
+use crate::client::{self, ClientError, JobReport, JobRequest};
+use crate::embedded::EmbeddedCluster;
+use crate::output::{self, Destination, OutputError, Sink};
+
+/// Jobs up to this many elements skip the cluster when none is named:
+/// computing 1 Mi square roots takes about a millisecond, less than
+/// starting a coordinator and a worker.
+pub const LOCAL_SHORTCUT_MAX: u64 = 1 << 20;
+
+/// Value batches waiting for the output writer.
+const WRITE_QUEUE: usize = 4;
+
+/// Where a job ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// On the cluster behind this coordinator.
+    Cluster(String),
+    /// On a coordinator and worker inside this process.
+    Embedded { threads: usize },
+    /// Directly on this process's threads (a tiny job).
+    Local { threads: usize },
+}
+
+/// Everything `farm submit` was asked.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub function: Function,
+    pub start: u64,
+    pub n: u64,
+    pub chunk_size: Option<u64>,
+    pub output: Option<Destination>,
+    pub coordinator: Option<String>,
+    /// Threads for the embedded or local run.
+    pub threads: usize,
+}
+
+/// A finished job.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub summary: Summary,
+    pub mode: Mode,
+    pub elapsed: Duration,
+    pub workers: u32,
+    pub chunks: u64,
+    pub job_id: Option<u64>,
+}
+
+/// Why `farm submit` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Address(#[from] transport::BadAddress),
+    #[error("interrupted; the job was cancelled")]
+    Interrupted,
+    #[error("{0}")]
+    Local(String),
+}
+
+impl Submission {
+    /// Where this submission will run.
+    pub fn mode(&self) -> Mode {
+        match &self.coordinator {
+            Some(address) => Mode::Cluster(address.clone()),
+            None if self.n <= LOCAL_SHORTCUT_MAX && self.chunk_size.is_none() => Mode::Local {
+                threads: self.threads,
+            },
+            None => Mode::Embedded {
+                threads: self.threads,
+            },
+        }
+    }
+
+    fn request(&self) -> JobRequest {
+        JobRequest {
+            function: self.function.name().to_owned(),
+            start: self.start,
+            n: self.n,
+            chunk_size: self.chunk_size,
+            stream_values: self.output.is_some(),
+        }
+    }
+}
+
+/// Runs a tiny job on this process's threads, without a runtime.
+pub fn run_local(submission: &Submission) -> Result<Finished, SubmitError> {
+    let started = Instant::now();
+    let mut sink = submission
+        .output
+        .as_ref()
+        .map(|dest| output::create(dest, submission.n))
+        .transpose()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(submission.threads)
+        .build()
+        .map_err(|e| SubmitError::Local(format!("cannot start compute threads: {e}")))?;
+    let range: Range<u64> = 0..submission.n;
+    let out = pool
+        .install(|| evaluate(submission.function, submission.start, range, sink.is_some()))
+        .map_err(|e| SubmitError::Local(e.to_string()))?;
+    let mut reducer = Reducer::new();
+    reducer
+        .push_chunk(submission.n, &out.summary)
+        .map_err(|e| SubmitError::Local(e.to_string()))?;
+    let summary = reducer
+        .finish(submission.n)
+        .map_err(|e| SubmitError::Local(e.to_string()))?;
+    if let (Some(sink), Some(values)) = (sink.as_mut(), out.values.as_ref()) {
+        sink.write_batch(&farm_catalog::summary::le_bytes(values))?;
+    }
+    if let Some(sink) = sink {
+        sink.finish()?;
+    }
+    Ok(Finished {
+        summary,
+        mode: submission.mode(),
+        elapsed: started.elapsed(),
+        workers: 0,
+        chunks: 1,
+        job_id: None,
+    })
+}
+
+/// Runs a job on a cluster or the embedded one; Ctrl-C cancels it.
+pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError> {
+    let started = Instant::now();
+    let mode = submission.mode();
+    let (channel, address, embedded) = match &mode {
+        Mode::Cluster(address) => (
+            transport::endpoint(address)?.connect_lazy(),
+            address.clone(),
+            None,
+        ),
+        Mode::Embedded { threads } | Mode::Local { threads } => {
+            let cluster = EmbeddedCluster::start(*threads);
+            (
+                cluster.channel(),
+                "the embedded coordinator".to_owned(),
+                Some(cluster),
+            )
+        }
+    };
+    let writer = submission
+        .output
+        .as_ref()
+        .map(|dest| output::create(dest, submission.n).map(ValueWriter::start))
+        .transpose()?;
+    let request = submission.request();
+    let job = client::run_job(
+        channel,
+        &address,
+        &request,
+        writer.as_ref().map(|w| &w.queue),
+    );
+    let outcome = tokio::select! {
+        outcome = job => outcome.map_err(SubmitError::from),
+        () = farm_proto::process::shutdown_signal() => Err(SubmitError::Interrupted),
+    };
+    let report = finish_output(writer, outcome).await?;
+    if let Some(cluster) = embedded {
+        cluster.stop().await;
+    }
+    Ok(Finished {
+        summary: report.summary,
+        mode,
+        elapsed: started.elapsed(),
+        workers: report.workers,
+        chunks: report.chunks,
+        job_id: Some(report.job_id),
+    })
+}
+
+/// Waits for the writer and decides which error, if any, the user sees:
+/// a writer's own error explains a failed job better than "output stopped".
+async fn finish_output(
+    writer: Option<ValueWriter>,
+    outcome: Result<JobReport, SubmitError>,
+) -> Result<JobReport, SubmitError> {
+    let Some(writer) = writer else {
+        return outcome;
+    };
+    let written = writer.finish(outcome.is_ok()).await;
+    match (outcome, written) {
+        (Ok(report), Ok(())) => Ok(report),
+        (_, Err(err)) => Err(err),
+        (Err(err), Ok(())) => Err(err),
+    }
+}
+
+/// Writes value batches on a thread of its own, so disk or pipe writes
+/// never block the runtime.
+#[derive(Debug)]
+struct ValueWriter {
+    queue: mpsc::Sender<Bytes>,
+    thread: std::thread::JoinHandle<Result<(), OutputError>>,
+}
+
+impl ValueWriter {
+    fn start(mut sink: Sink) -> ValueWriter {
+        let (queue, mut batches) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let thread = std::thread::spawn(move || {
+            while let Some(batch) = batches.blocking_recv() {
+                sink.write_batch(&batch)?;
+            }
+            // Only a complete output is renamed into place; `finish`
+            // reports a short one.
+            sink.finish()
+        });
+        ValueWriter { queue, thread }
+    }
+
+    /// Closes the queue and waits for the thread. When the job did not
+    /// finish, the writer's complaint that the output is short is not
+    /// news, but its own failures (a full disk, a closed pipe) are.
+    async fn finish(self, job_finished: bool) -> Result<(), SubmitError> {
+        let ValueWriter { queue, thread } = self;
+        drop(queue);
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        let Ok(Ok(written)) = joined else {
+            return Err(SubmitError::Local("the output writer crashed".to_owned()));
+        };
+        match written {
+            Err(OutputError::WrongCount { .. }) if !job_finished => Ok(()),
+            other => Ok(other?),
+        }
+    }
+}

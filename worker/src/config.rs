@@ -1,0 +1,54 @@
+//! The worker's settings.
+
+use std::time::Duration;
+
+/// Everything a worker can be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Shown in the coordinator's logs and `farm workers`.
+    pub name: String,
+    /// Compute threads; every chunk runs on all of them.
+    pub threads: usize,
+    /// Leases held at once: one computing, the rest queued so the threads
+    /// never wait for the network between chunks.
+    pub prefetch: u32,
+    /// After a drain begins, how long the running chunk may take before it
+    /// is handed back unfinished.
+    pub drain_grace: Duration,
+    /// What the coordinator is called in log lines.
+    pub coordinator: String,
+}
+
+impl WorkerConfig {
+    pub fn new(coordinator: impl Into<String>) -> WorkerConfig {
+        WorkerConfig {
+            name: default_name(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            prefetch: 2,
+            drain_grace: Duration::from_secs(30),
+            coordinator: coordinator.into(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.threads == 0 {
+            return Err(ConfigError::Zero { name: "threads" });
+        }
+        if self.prefetch == 0 {
+            return Err(ConfigError::Zero { name: "prefetch" });
+        }
+        Ok(())
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} must be at least 1")]
+    Zero { name: &'static str },
+}
+
+/// Unique enough to tell workers apart; `farm-worker` passes the host name.
+fn default_name() -> String {
+    format!("worker/{}", std::process::id())
+}

@@ -1,0 +1,89 @@
+//! The farm worker: connects to a coordinator (retrying with back-off),
+//! pulls chunk leases in proportion to its free capacity, computes each on
+//! every core of a rayon pool, and reports the results. Cancelling `drain`
+//! makes it stop taking work, finish or hand back what it holds, and
+//! return.
+//!
+//! - [`session`]: one connected session, hello to goodbye.
+//! - [`compute`]: the bridge from async code to the compute threads.
+//! - [`backoff`]: reconnection delays.
+
+pub mod backoff;
+pub mod compute;
+pub mod config;
+mod session;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub use config::{ConfigError, WorkerConfig};
+
+use backoff::Backoff;
+use compute::ComputePool;
+use session::{SessionEnd, SessionError};
+
+/// Why the worker stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot start {threads} compute threads: {source}")]
+    Pool {
+        threads: usize,
+        source: rayon::ThreadPoolBuildError,
+    },
+    #[error("refused by {coordinator}: {reason}")]
+    Refused { coordinator: String, reason: String },
+}
+
+/// Serves the coordinator behind `channel` until `drain` is cancelled and
+/// everything held is finished or handed back.
+pub async fn run(
+    config: WorkerConfig,
+    channel: Channel,
+    drain: CancellationToken,
+) -> Result<(), WorkerError> {
+    config.validate()?;
+    let pool = ComputePool::new(config.threads).map_err(|source| WorkerError::Pool {
+        threads: config.threads,
+        source,
+    })?;
+    let pool = Arc::new(pool);
+    let mut backoff = Backoff::default();
+    let mut attempt = 1u32;
+    while !drain.is_cancelled() {
+        match session::run(channel.clone(), &config, &pool, &drain).await {
+            Ok(SessionEnd::Drained) => break,
+            Ok(SessionEnd::Lost(reason)) => {
+                tracing::warn!(coordinator = %config.coordinator, %reason, "lost the coordinator; reconnecting");
+                backoff.reset();
+                attempt = 1;
+            }
+            Err(SessionError::Refused(reason)) => {
+                return Err(WorkerError::Refused {
+                    coordinator: config.coordinator.clone(),
+                    reason,
+                });
+            }
+            Err(SessionError::Unreachable(reason)) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    coordinator = %config.coordinator,
+                    attempt,
+                    retry_in = ?delay,
+                    %reason,
+                    "cannot reach the coordinator"
+                );
+                attempt += 1;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = drain.cancelled() => break,
+                }
+            }
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! `farm-worker`: parse flags, connect, compute until Ctrl-C or SIGTERM.
+//! The first signal drains (finish or hand back held chunks, exit 0); a
+//! second one exits at once.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use farm_worker::WorkerConfig;
+use tokio_util::sync::CancellationToken;
+
+/// A farm worker: computes chunks of map jobs on every core of this machine.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The coordinator, as HOST:PORT.
+    #[arg(long, env = "FARM_COORDINATOR", value_name = "HOST:PORT")]
+    connect: String,
+    /// Compute threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Name shown by the coordinator [default: host name and process id].
+    #[arg(long, env = "FARM_WORKER_NAME")]
+    name: Option<String>,
+    /// Chunks held at once (one computing, the rest queued).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    prefetch: u32,
+    /// On drain, how long the running chunk may take before it is handed
+    /// back (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_grace: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    farm_proto::process::init_tracing("info");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("farm-io")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("farm-worker: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("farm-worker: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let endpoint = farm_proto::transport::endpoint(&args.connect)?;
+    let mut config = WorkerConfig::new(args.connect.clone());
+    config.name = args.name.unwrap_or_else(host_name);
+    if let Some(threads) = args.threads {
+        config.threads = threads;
+    }
+    config.prefetch = args.prefetch;
+    config.drain_grace = args.drain_grace;
+
+    let drain = CancellationToken::new();
+    let signalled = drain.clone();
+    tokio::spawn(async move {
+        farm_proto::process::shutdown_signal().await;
+        signalled.cancel();
+        farm_proto::process::shutdown_signal().await;
+        eprintln!("farm-worker: second signal, exiting now");
+        std::process::exit(130);
+    });
+    farm_worker::run(config, endpoint.connect_lazy(), drain).await?;
+    Ok(())
+}
+
+/// The host name (as containers and most shells export it) and process id.
+fn host_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .or_else(|_| std::env::var("COMPUTERNAME"))
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}/{}", std::process::id())
+}
