@@ -304,6 +304,12 @@ struct NeumaierSum {
 impl NeumaierSum {
     fn add(&mut self, x: f64) {
         let t = self.sum + x;
+        if !t.is_finite() {
+            // An infinite or NaN total has no rounding error to track, and
+            // tracking it would turn inf into NaN (inf - inf).
+            self.sum = t;
+            return;
+        }
         if self.sum.abs() >= x.abs() {
             self.compensation += (self.sum - t) + x;
         } else {
@@ -417,6 +423,28 @@ mod tests {
         let d = summarize_values(&values(100)).digest;
         assert_eq!(Digest::from_hex(&d.to_string()), Some(d));
         assert_eq!(Digest::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn infinities_sum_to_infinity() {
+        assert_eq!(
+            summarize_values(&[1.0, f64::INFINITY, 2.0]).sum,
+            f64::INFINITY
+        );
+        assert_eq!(
+            summarize_values(&[f64::NEG_INFINITY, 1.0]).sum,
+            f64::NEG_INFINITY
+        );
+        let mut s = NeumaierSum::default();
+        for x in [f64::INFINITY, 1.0, f64::INFINITY] {
+            s.add(x);
+        }
+        assert_eq!(s.value(), f64::INFINITY);
+        assert!(
+            summarize_values(&[f64::INFINITY, f64::NEG_INFINITY])
+                .sum
+                .is_nan()
+        );
     }
 
     #[test]
