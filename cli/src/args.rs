@@ -33,10 +33,11 @@ pub struct SubmitArgs {
     #[arg(value_parser = function_names())]
     pub function: String,
     /// Number of elements: 1000000, 1_000_000, 1e9, 2.5e9.
-    #[arg(long, value_parser = parse_count)]
+    // Hyphen values reach the parser, which explains why `-5` is refused.
+    #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
     pub n: u64,
     /// First input: element i is function(start + i).
-    #[arg(long, default_value = "0", value_parser = parse_count)]
+    #[arg(long, default_value = "0", value_parser = parse_count, allow_hyphen_values = true)]
     pub start: u64,
     /// The coordinator to run on, as HOST:PORT. Without one, an embedded
     /// coordinator and worker run in this process.
@@ -49,7 +50,7 @@ pub struct SubmitArgs {
     pub output: Option<Destination>,
     /// Elements per chunk (rounded up to a multiple of 4096) instead of
     /// the coordinator's choice.
-    #[arg(long, value_parser = parse_chunk_size)]
+    #[arg(long, value_parser = parse_chunk_size, allow_hyphen_values = true)]
     pub chunk_size: Option<u64>,
     /// Compute threads for an embedded or local run [default: all cores].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]

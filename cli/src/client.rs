@@ -7,12 +7,17 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use farm_catalog::Summary;
-use farm_proto::error::ErrorKind;
+use farm_proto::error::{ErrorKind, describe};
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
 use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+/// How long connecting and having the job accepted may take. (The TCP
+/// connect alone is bounded by the endpoint's shorter timeout; this also
+/// covers a peer that accepts connections but never answers.)
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The coordinator sends progress twice a second; this much silence means
 /// it is gone even if the connection still looks open.
@@ -113,22 +118,6 @@ impl ClientError {
     }
 }
 
-/// A status's message with the chain of causes tonic keeps behind it
-/// (where "connection refused" lives).
-fn describe(status: &Status) -> String {
-    let mut text = status.message().to_owned();
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        let cause = err.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-        source = err.source();
-    }
-    text
-}
-
 /// Runs `request` on the coordinator behind `channel`, sending each batch
 /// of ordered values (little-endian f64 bytes) to `values` as it comes.
 /// `address` names the coordinator in errors.
@@ -141,9 +130,13 @@ pub async fn run_job(
     let mut client = JobServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut stream = client
-        .submit_job(request.message())
+    let submitted = tokio::time::timeout(OPEN_TIMEOUT, client.submit_job(request.message()))
         .await
+        .map_err(|_| ClientError::Unreachable {
+            address: address.to_owned(),
+            reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+        })?;
+    let mut stream = submitted
         .map_err(|s| ClientError::from_status(&s, address, false))?
         .into_inner();
     let mut job_id = None;
@@ -234,9 +227,12 @@ pub async fn cluster_status(
     let request = v1::GetClusterStatusRequest {
         protocol_version: PROTOCOL_VERSION,
     };
-    client
-        .get_cluster_status(request)
+    tokio::time::timeout(OPEN_TIMEOUT, client.get_cluster_status(request))
         .await
+        .map_err(|_| ClientError::Unreachable {
+            address: address.to_owned(),
+            reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+        })?
         .map(tonic::Response::into_inner)
         .map_err(|s| ClientError::from_status(&s, address, false))
 }

@@ -63,6 +63,22 @@ pub fn to_status(err: &dyn ServiceError) -> Status {
     Status::new(err.kind().code(), err.to_string())
 }
 
+/// A status's message followed by the causes tonic keeps behind it (where
+/// "connection refused" lives), skipping causes the text already says.
+pub fn describe(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        let cause = err.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = err.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

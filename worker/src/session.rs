@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use farm_catalog::{ChunkOutput, Function, evaluate};
+use farm_proto::error::describe;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
 use farm_proto::v1::worker_service_client::WorkerServiceClient;
@@ -136,19 +137,8 @@ fn classify(status: &Status, coordinator: &str) -> SessionError {
                 status.message()
             ))
         }
-        _ => SessionError::Unreachable(format!("{}{}", status.message(), source_chain(status))),
+        _ => SessionError::Unreachable(describe(status)),
     }
-}
-
-fn source_chain(status: &Status) -> String {
-    let mut chain = String::new();
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        chain.push_str(": ");
-        chain.push_str(&err.to_string());
-        source = err.source();
-    }
-    chain
 }
 
 struct Session<'a> {
@@ -195,7 +185,7 @@ impl Session<'_> {
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.receive(message).await,
                     Ok(None) => return Ok(SessionEnd::Lost("the coordinator closed the session".to_owned())),
-                    Err(status) => return Ok(SessionEnd::Lost(format!("{}{}", status.message(), source_chain(&status)))),
+                    Err(status) => return Ok(SessionEnd::Lost(describe(&status))),
                 },
                 answer = async { self.running.as_mut().expect("guarded by the branch condition").await }, if self.running.is_some() => {
                     self.running = None;

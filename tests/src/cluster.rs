@@ -1,0 +1,214 @@
+//! An in-process cluster: a real coordinator on `127.0.0.1:0` and real
+//! workers, each with its own compute pool, all as tasks of the test's
+//! runtime, talking gRPC over loopback.
+//!
+//! ```ignore
+//! let cluster = TestCluster::builder().workers(3).start().await;
+//! let run = cluster.run(JobRequest { .. }).await?;
+//! cluster.shutdown().await;
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use farm_cli::client::{self, ClientError, JobReport, JobRequest};
+use farm_coordinator::CoordinatorConfig;
+use farm_proto::transport;
+use farm_proto::v1;
+use farm_worker::{WorkerConfig, WorkerError};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::wait_until;
+
+/// How long starting or stopping the cluster may take.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Configures a [`TestCluster`].
+#[derive(Debug, Clone)]
+pub struct TestClusterBuilder {
+    workers: usize,
+    threads_per_worker: usize,
+    config: CoordinatorConfig,
+}
+
+impl TestClusterBuilder {
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    pub fn threads_per_worker(mut self, threads: usize) -> Self {
+        self.threads_per_worker = threads;
+        self
+    }
+
+    pub fn config(mut self, config: CoordinatorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the coordinator and the workers, and waits until every worker
+    /// has registered.
+    pub async fn start(self) -> TestCluster {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let address = listener.local_addr().expect("bound address");
+        let stop = CancellationToken::new();
+        let coordinator = tokio::spawn(farm_coordinator::run_tcp(
+            self.config,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        let mut cluster = TestCluster {
+            address,
+            stop,
+            coordinator,
+            workers: Vec::new(),
+            threads_per_worker: self.threads_per_worker,
+        };
+        for _ in 0..self.workers {
+            cluster.add_worker();
+        }
+        cluster.wait_for_workers(self.workers).await;
+        cluster
+    }
+}
+
+/// A worker task of a [`TestCluster`].
+#[derive(Debug)]
+pub struct WorkerHandle {
+    pub drain: CancellationToken,
+    pub task: JoinHandle<Result<(), WorkerError>>,
+}
+
+/// A running in-process cluster.
+#[derive(Debug)]
+pub struct TestCluster {
+    address: SocketAddr,
+    stop: CancellationToken,
+    coordinator: JoinHandle<Result<(), farm_coordinator::CoordinatorError>>,
+    workers: Vec<WorkerHandle>,
+    threads_per_worker: usize,
+}
+
+/// A finished job and the values it streamed (empty unless asked for).
+#[derive(Debug)]
+pub struct JobRun {
+    pub report: JobReport,
+    pub values: Vec<u8>,
+}
+
+impl TestCluster {
+    pub fn builder() -> TestClusterBuilder {
+        TestClusterBuilder {
+            workers: 3,
+            threads_per_worker: 1,
+            config: CoordinatorConfig::default(),
+        }
+    }
+
+    /// `host:port` of the coordinator.
+    pub fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// A new connection to the coordinator (a new client).
+    pub fn channel(&self) -> Channel {
+        transport::endpoint(&self.address())
+            .expect("a valid address")
+            .connect_lazy()
+    }
+
+    /// Starts one more worker.
+    pub fn add_worker(&mut self) {
+        let mut config = WorkerConfig::new(self.address());
+        config.name = format!("test-worker-{}", self.workers.len());
+        config.threads = self.threads_per_worker;
+        let drain = CancellationToken::new();
+        let task = tokio::spawn(farm_worker::run(config, self.channel(), drain.clone()));
+        self.workers.push(WorkerHandle { drain, task });
+    }
+
+    pub async fn status(&self) -> v1::GetClusterStatusResponse {
+        client::cluster_status(self.channel(), &self.address())
+            .await
+            .expect("cluster status")
+    }
+
+    async fn wait_for_workers(&self, count: usize) {
+        wait_until(
+            &format!("{count} workers to register"),
+            SETTLE_TIMEOUT,
+            || async { self.status().await.workers.len() == count },
+        )
+        .await;
+    }
+
+    /// Runs a job on a fresh connection, collecting any streamed values.
+    pub async fn run(&self, request: &JobRequest) -> Result<JobRun, ClientError> {
+        run_on(self.channel(), &self.address(), request).await
+    }
+
+    /// Drains worker `index` (counting the workers still running) and waits
+    /// for it to exit cleanly.
+    pub async fn drain_worker(&mut self, index: usize) {
+        let worker = self.workers.remove(index);
+        worker.drain.cancel();
+        tokio::time::timeout(SETTLE_TIMEOUT, worker.task)
+            .await
+            .unwrap_or_else(|_| panic!("worker {index} did not drain within {SETTLE_TIMEOUT:?}"))
+            .expect("worker task panicked")
+            .unwrap_or_else(|e| panic!("worker {index} failed: {e}"));
+    }
+
+    /// Drains every worker, stops the coordinator, and checks that each
+    /// part exited cleanly.
+    pub async fn shutdown(self) {
+        for worker in &self.workers {
+            worker.drain.cancel();
+        }
+        for (i, worker) in self.workers.into_iter().enumerate() {
+            let exited = tokio::time::timeout(SETTLE_TIMEOUT, worker.task)
+                .await
+                .unwrap_or_else(|_| panic!("worker {i} did not drain within {SETTLE_TIMEOUT:?}"));
+            exited
+                .expect("worker task panicked")
+                .unwrap_or_else(|e| panic!("worker {i} failed: {e}"));
+        }
+        self.stop.cancel();
+        tokio::time::timeout(SETTLE_TIMEOUT, self.coordinator)
+            .await
+            .expect("coordinator stops in time")
+            .expect("coordinator task panicked")
+            .expect("coordinator exits cleanly");
+    }
+}
+
+/// Runs a job through `channel`, collecting any streamed values.
+pub async fn run_on(
+    channel: Channel,
+    address: &str,
+    request: &JobRequest,
+) -> Result<JobRun, ClientError> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let collector = tokio::spawn(async move {
+        let mut values = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            values.extend_from_slice(&batch);
+        }
+        values
+    });
+    let sender = request.stream_values.then_some(&tx);
+    let report = client::run_job(channel, address, request, sender).await;
+    drop(tx);
+    let values = collector.await.expect("collector task");
+    Ok(JobRun {
+        report: report?,
+        values,
+    })
+}

@@ -1,0 +1,242 @@
+//! The real binaries on loopback: a coordinator, workers, and `farm`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use farm_catalog::Function;
+use farm_tests::process::{PROCESS_TIMEOUT, farm, json, start_coordinator, start_worker};
+use farm_tests::reference;
+
+/// Polls `farm workers` until the coordinator sees `count` workers.
+fn wait_for_workers(address: SocketAddr, count: usize) {
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    loop {
+        let out = farm(&["workers", "--coordinator", &address.to_string(), "--json"]);
+        if out.status.success() {
+            let status = json(&out);
+            if status["workers"].as_array().map_or(0, Vec::len) == count {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} workers never registered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_summary(value: &serde_json::Value, start: u64, n: u64) {
+    let expected = reference::summary(Function::Sqrt, start, n);
+    assert_eq!(value["n"].as_u64(), Some(n));
+    assert_eq!(value["start"].as_u64(), Some(start));
+    assert_eq!(
+        value["sum"].as_f64().map(f64::to_bits),
+        Some(expected.sum.to_bits())
+    );
+    assert_eq!(
+        value["min"].as_f64().map(f64::to_bits),
+        Some(expected.min.to_bits())
+    );
+    assert_eq!(
+        value["max"].as_f64().map(f64::to_bits),
+        Some(expected.max.to_bits())
+    );
+    assert_eq!(
+        value["digest"].as_str(),
+        Some(expected.digest.to_string().as_str())
+    );
+}
+
+#[test]
+fn a_coordinator_two_workers_and_farm_submit() {
+    let (_coordinator, address) = start_coordinator(&[]);
+    let _w1 = start_worker(address, &["--threads", "1", "--name", "one"]);
+    let _w2 = start_worker(address, &["--threads", "1", "--name", "two"]);
+    wait_for_workers(address, 2);
+    let address = address.to_string();
+
+    let out = farm(&[
+        "submit",
+        "sqrt",
+        "--n",
+        "3e6",
+        "--start",
+        "3",
+        "--coordinator",
+        &address,
+        "--json",
+    ]);
+    let summary = json(&out);
+    assert_summary(&summary, 3, 3_000_000);
+    assert_eq!(summary["mode"], "cluster");
+    assert_eq!(
+        summary["workers"].as_u64(),
+        Some(2),
+        "both workers got chunks"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.bin");
+    let file = file.to_str().unwrap();
+    let out = farm(&[
+        "submit",
+        "sqrt",
+        "--n",
+        "1000003",
+        "--coordinator",
+        &address,
+        "--output",
+        file,
+        "--chunk-size",
+        "10000",
+        "--json",
+    ]);
+    let summary = json(&out);
+    assert_summary(&summary, 0, 1_000_003);
+    assert!(summary["chunks"].as_u64().unwrap() > 50);
+    assert!(std::fs::read(file).unwrap() == reference::bytes(Function::Sqrt, 0, 1_000_003));
+
+    // The environment variable names the coordinator too.
+    let out = farm_tests::process::farm_with_env(
+        &["submit", "sqrt", "--n", "5000", "--json"],
+        &[("FARM_COORDINATOR", &address)],
+    );
+    assert_eq!(json(&out)["mode"], "cluster");
+}
+
+#[test]
+fn sigterm_drains_a_busy_worker_which_exits_zero() {
+    let (_coordinator, address) = start_coordinator(&[]);
+    let mut busy = start_worker(address, &["--threads", "1"]);
+    wait_for_workers(address, 1);
+    let submit = {
+        let address = address.to_string();
+        std::thread::spawn(move || {
+            farm(&[
+                "submit",
+                "sqrt",
+                "--n",
+                "4e8",
+                "--coordinator",
+                &address,
+                "--json",
+            ])
+        })
+    };
+    // Wait until the worker is computing, then ask it to stop.
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    while !busy.stderr().contains("connected") || !running_job(address) {
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    busy.signal("TERM");
+    let status = busy.wait(PROCESS_TIMEOUT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a drained worker exits 0; stderr:\n{}",
+        busy.stderr_tail()
+    );
+    assert!(busy.stderr().contains("draining"));
+
+    // Another worker finishes the job, exactly.
+    let _fresh = start_worker(address, &[]);
+    let out = submit.join().unwrap();
+    assert_summary(&json(&out), 0, 400_000_000);
+}
+
+fn running_job(address: SocketAddr) -> bool {
+    let out = farm(&["workers", "--coordinator", &address.to_string(), "--json"]);
+    out.status.success() && json(&out)["counters"]["results_accepted"].as_u64() > Some(0)
+}
+
+#[test]
+fn a_worker_retries_until_the_coordinator_appears() {
+    let address = free_port();
+    let mut worker = start_worker(address, &["--threads", "1"]);
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    while worker
+        .stderr()
+        .matches("cannot reach the coordinator")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no retry lines:\n{}",
+            worker.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        worker.stderr().contains("attempt=2"),
+        "{}",
+        worker.stderr_tail()
+    );
+    let address_text = address.to_string();
+    let _coordinator =
+        farm_tests::process::Process::start("farm-coordinator", &["--listen", &address_text]);
+    wait_for_workers(address, 1);
+    let out = farm(&[
+        "submit",
+        "sqrt",
+        "--n",
+        "2e6",
+        "--coordinator",
+        &address_text,
+        "--json",
+    ]);
+    assert_summary(&json(&out), 0, 2_000_000);
+    worker.signal("TERM");
+    assert_eq!(worker.wait(PROCESS_TIMEOUT).code(), Some(0));
+}
+
+#[test]
+fn an_unreachable_coordinator_fails_fast_with_a_clear_message() {
+    let address = free_port().to_string();
+    let started = Instant::now();
+    let out = farm(&["submit", "sqrt", "--n", "5e6", "--coordinator", &address]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach the coordinator at {address}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("connection refused"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_peer_that_never_answers_is_not_waited_on_forever() {
+    // Accepts connections and says nothing, like a wedged process.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let out = farm(&["submit", "sqrt", "--n", "5e6", "--coordinator", &address]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach the coordinator at {address}")),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
+/// A loopback address nothing listens on (bound, then released).
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("bound address")
+}

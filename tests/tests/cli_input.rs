@@ -1,0 +1,179 @@
+//! `farm` on input as people type it: what it accepts exactly, and what it
+//! refuses with exit code 2 and a message naming the flag and the value.
+
+use farm_catalog::Function;
+use farm_tests::process::{farm, json};
+use farm_tests::reference;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_counts_are_refused_naming_the_flag_and_the_value() {
+    let bad = [
+        "1.5",
+        "-5",
+        "1e999",
+        "abc",
+        "inf",
+        "NaN",
+        "",
+        "0x10",
+        "1e9abc",
+        "18446744073709551616",
+    ];
+    for flag in ["--n", "--start"] {
+        for value in bad {
+            let mut args = vec!["submit", "sqrt", "--n", "10"];
+            if flag == "--n" {
+                args.truncate(2);
+            }
+            let assignment = format!("{flag}={value}");
+            args.push(&assignment);
+            let out = farm(&args);
+            let message = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{flag} {value:?}: {message}");
+            assert!(
+                message.contains(&format!("invalid value '{value}' for '{flag} <")),
+                "{flag} {value:?}: {message}"
+            );
+            assert!(!message.contains("panicked"), "{message}");
+        }
+    }
+}
+
+#[test]
+fn a_separate_negative_value_is_explained_too() {
+    let out = farm(&["submit", "sqrt", "--n", "-5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid value '-5' for '--n <N>': negative numbers are not allowed")
+    );
+}
+
+#[test]
+fn counts_are_read_exactly() {
+    // 2^53 + 1 is not a float; it must arrive intact.
+    let out = farm(&[
+        "submit",
+        "sqrt",
+        "--n",
+        "3",
+        "--start",
+        "9007199254740993",
+        "--json",
+    ]);
+    let value = json(&out);
+    assert_eq!(value["start"].as_u64(), Some(9_007_199_254_740_993));
+    let expected = reference::summary(Function::Sqrt, 9_007_199_254_740_993, 3);
+    assert_eq!(
+        value["digest"].as_str(),
+        Some(expected.digest.to_string().as_str())
+    );
+
+    for (text, n) in [
+        ("1e3", 1000),
+        ("1_000", 1000),
+        ("2.5e3", 2500),
+        ("1.2345e4", 12345),
+    ] {
+        let out = farm(&["submit", "sqrt", "--n", text, "--json"]);
+        assert_eq!(json(&out)["n"].as_u64(), Some(n), "--n {text}");
+    }
+    let out = farm(&["submit", "sqrt", "--n", "1", "--start", "2.5e9", "--json"]);
+    assert_eq!(json(&out)["start"].as_u64(), Some(2_500_000_000));
+}
+
+#[test]
+fn an_unknown_function_lists_the_known_ones() {
+    let out = farm(&["submit", "cbrt", "--n", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(message.contains("invalid value 'cbrt'"), "{message}");
+    assert!(message.contains("[possible values: sqrt]"), "{message}");
+}
+
+#[test]
+fn other_bad_input_exits_2() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "submit",
+                "sqrt",
+                "--n",
+                "10",
+                "--start",
+                "18446744073709551615",
+            ],
+            "--start 18446744073709551615 with --n 10 runs past the largest index",
+        ),
+        (
+            &["submit", "sqrt", "--n", "10", "--output", "out.parquet"],
+            "invalid value 'out.parquet' for '--output <OUTPUT>'",
+        ),
+        (
+            &["submit", "sqrt", "--n", "10", "--chunk-size", "0"],
+            "a chunk holds at least one element",
+        ),
+        (
+            &["submit", "sqrt", "--n", "10", "--coordinator", "nowhere"],
+            "invalid coordinator address 'nowhere'",
+        ),
+        (&["submit", "sqrt"], "--n <N>"),
+    ];
+    for (args, expected) in cases {
+        let out = farm(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn the_coordinator_refuses_what_the_cli_cannot_check() {
+    // Larger than the coordinator's documented cap of 10^13 elements.
+    let out = farm(&["submit", "sqrt", "--n", "1e14", "--chunk-size", "4096"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "n = 100000000000000 is over this coordinator's limit of 10000000000000 elements"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn farm_digest_recomputes_the_summary_of_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let submitted = json(&farm(&[
+        "submit", "sqrt", "--n", "50000", "--start", "9", "--json",
+    ]));
+    for extension in ["npy", "bin", "csv", "txt"] {
+        let file = dir.path().join(format!("out.{extension}"));
+        let file = file.to_str().unwrap();
+        let written = json(&farm(&[
+            "submit", "sqrt", "--n", "50000", "--start", "9", "--output", file, "--json",
+        ]));
+        let recomputed = json(&farm(&["digest", file, "--json"]));
+        for key in ["n", "sum", "min", "max", "digest"] {
+            assert_eq!(recomputed[key], submitted[key], "{extension}: {key}");
+            assert_eq!(written[key], submitted[key], "{extension}: {key}");
+        }
+    }
+}
+
+#[test]
+fn values_on_stdout_keep_the_summary_on_stderr() {
+    let out = farm(&["submit", "sqrt", "--n", "5", "--output", "-"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0.0\n1.0\n1.4142135623730951\n1.7320508075688772\n2.0\n"
+    );
+    assert!(stderr(&out).contains("digest"));
+}
