@@ -25,6 +25,13 @@ use crate::validate;
 /// keep it short: the scheduler's window is where results wait.
 const JOB_STREAM_QUEUE: usize = 2;
 
+/// A client that reads nothing for this long is treated as gone, so it
+/// cannot hold a job (and its memory) forever.
+const CLIENT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How long a final error may wait for room in the client's queue.
+const FINAL_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Values taken from the scheduler per poll.
 const POLL_BYTES: usize = 16 << 20;
 
@@ -132,7 +139,7 @@ impl JobService for JobsApi {
 /// client leaves.
 async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender) {
     let accepted = Event::Accepted(v1::JobAccepted { job_id: job.0 });
-    if !send(events, accepted).await {
+    if !send(hub, events, accepted).await {
         hub.with_scheduler(|s, now| s.cancel(job, now));
         return;
     }
@@ -141,9 +148,7 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender)
     loop {
         let Some(poll) = hub.with_scheduler(|s, now| s.poll_job(job, POLL_BYTES, now)) else {
             tracing::warn!("job vanished from the scheduler");
-            let _ = events
-                .send(Err(Status::internal(format!("job {job} was lost"))))
-                .await;
+            send_error(events, Status::internal(format!("job {job} was lost"))).await;
             return;
         };
         let JobPoll {
@@ -158,18 +163,14 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender)
                 offset: batch.offset,
                 values_le: batch.values_le,
             });
-            let sent = tokio::select! {
-                sent = send(events, event) => sent,
-                () = hub.shutdown_token().cancelled() => false,
-            };
-            if !sent {
-                tracing::info!("client left; cancelling the job");
+            if !send(hub, events, event).await {
+                tracing::info!("client left or stopped reading; cancelling the job");
                 hub.with_scheduler(|s, now| s.cancel(job, now));
                 return;
             }
         }
         if let Some(outcome) = outcome {
-            finish(events, job, outcome).await;
+            finish(hub, events, job, outcome).await;
             return;
         }
         if sent_values {
@@ -181,7 +182,7 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender)
                 // Sent even when nothing changed: it tells the client the
                 // coordinator is alive while a long job is quiet.
                 let event = Event::Progress(v1::JobProgress { elements_done, chunks_done });
-                if !send(events, event).await {
+                if !send(hub, events, event).await {
                     hub.with_scheduler(|s, now| s.cancel(job, now));
                     return;
                 }
@@ -193,16 +194,16 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender)
             }
             () = hub.shutdown_token().cancelled() => {
                 hub.with_scheduler(|s, now| s.cancel(job, now));
-                let _ = events.send(Err(Status::unavailable(format!(
+                send_error(events, Status::unavailable(format!(
                     "the coordinator is shutting down; job {job} was cancelled"
-                )))).await;
+                ))).await;
                 return;
             }
         }
     }
 }
 
-async fn finish(events: &EventSender, job: JobId, outcome: JobOutcome) {
+async fn finish(hub: &Hub, events: &EventSender, job: JobId, outcome: JobOutcome) {
     match outcome {
         JobOutcome::Finished(result) => {
             tracing::info!(chunks = result.chunks, workers = result.workers, elapsed = ?result.elapsed, "job finished");
@@ -215,21 +216,28 @@ async fn finish(events: &EventSender, job: JobId, outcome: JobOutcome) {
                     elapsed_us: u64::try_from(result.elapsed.as_micros()).unwrap_or(u64::MAX),
                 }),
             });
-            send(events, finished).await;
+            send(hub, events, finished).await;
         }
         JobOutcome::Failed(failure) => {
             tracing::warn!(%failure, "job failed");
             let status = Status::new(ErrorKind::JobFailed.code(), failure.to_string());
-            let _ = events.send(Err(status)).await;
+            send_error(events, status).await;
         }
     }
     tracing::debug!(%job, "job stream done");
 }
 
-/// Sends one event; false if the client is gone.
-async fn send(events: &EventSender, event: Event) -> bool {
-    events
-        .send(Ok(v1::SubmitJobResponse { event: Some(event) }))
-        .await
-        .is_ok()
+/// Ends the stream with an error status, if the client takes it in time.
+async fn send_error(events: &EventSender, status: Status) {
+    let _ = tokio::time::timeout(FINAL_SEND_TIMEOUT, events.send(Err(status))).await;
+}
+
+/// Sends one event; false if the client is gone, has read nothing for
+/// [`CLIENT_STALL_TIMEOUT`], or the coordinator is shutting down.
+async fn send(hub: &Hub, events: &EventSender, event: Event) -> bool {
+    let message = Ok(v1::SubmitJobResponse { event: Some(event) });
+    tokio::select! {
+        sent = tokio::time::timeout(CLIENT_STALL_TIMEOUT, events.send(message)) => matches!(sent, Ok(Ok(()))),
+        () = hub.shutdown_token().cancelled() => false,
+    }
 }
