@@ -126,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         ),
         ("farm, coordinator + 2 workers", &cluster_times, rayon, ""),
     ];
-    println!("{:<34}{:>28}{:>14}   {}", "job", "time", "vs rayon", "");
+    println!("{:<34}{:>28}{:>14}", "job", "time", "vs rayon");
     for (name, times, base, note) in rows {
         println!(
             "{name:<34}{:>28}{:>13.2}x   {note}",

@@ -7,12 +7,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use farm_catalog::Summary;
-use farm_proto::error::{ErrorKind, describe};
+use farm_proto::error::{ErrorKind, describe, peer_is_not_grpc};
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
 use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 
 /// How long connecting and having the job accepted may take. (The TCP
 /// connect alone is bounded by the endpoint's shorter timeout; this also
@@ -93,6 +93,12 @@ impl ClientError {
     }
 
     fn from_status(status: &Status, address: &str, started: bool) -> ClientError {
+        if peer_is_not_grpc(status) {
+            return ClientError::Unreachable {
+                address: address.to_owned(),
+                reason: format!("it is not a farm coordinator ({})", describe(status)),
+            };
+        }
         let message = status.message().to_owned();
         match ErrorKind::of_code(status.code()) {
             ErrorKind::InvalidArgument => ClientError::Invalid(message),
@@ -107,12 +113,6 @@ impl ClientError {
                 address: address.to_owned(),
                 reason: describe(status),
             },
-            ErrorKind::Internal if status.code() == Code::Unimplemented => {
-                ClientError::Unreachable {
-                    address: address.to_owned(),
-                    reason: "it is not a farm coordinator (no farm.v1.JobService)".to_owned(),
-                }
-            }
             ErrorKind::Internal => ClientError::Protocol(describe(status)),
         }
     }

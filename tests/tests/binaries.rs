@@ -235,6 +235,48 @@ fn a_peer_that_never_answers_is_not_waited_on_forever() {
     drop(silent);
 }
 
+#[test]
+fn something_that_is_not_a_coordinator_is_named_as_such() {
+    // An HTTP/1 server: answers every connection with a 400 and hangs up.
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let address = http.local_addr().expect("bound address");
+    std::thread::spawn(move || {
+        for mut stream in http.incoming().map_while(Result::ok) {
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    let out = farm(&[
+        "submit",
+        "sqrt",
+        "--n",
+        "5e6",
+        "--coordinator",
+        &address.to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach the coordinator at {address}: it is not a farm coordinator"
+        )),
+        "{stderr}"
+    );
+
+    let mut worker = start_worker(address, &[]);
+    let status = worker.wait(PROCESS_TIMEOUT);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        worker.stderr().contains(&format!(
+            "refused by {address}: {address} is not a farm coordinator"
+        )),
+        "{}",
+        worker.stderr_tail()
+    );
+}
+
 /// A loopback address nothing listens on (bound, then released).
 fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use farm_catalog::{ChunkOutput, Function, evaluate};
-use farm_proto::error::describe;
+use farm_proto::error::{describe, peer_is_not_grpc};
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
 use farm_proto::v1::worker_service_client::WorkerServiceClient;
@@ -124,18 +124,15 @@ pub(crate) async fn run(
 
 /// Tells a refusal from a passing failure.
 fn classify(status: &Status, coordinator: &str) -> SessionError {
+    if peer_is_not_grpc(status) {
+        return SessionError::Refused(format!(
+            "{coordinator} is not a farm coordinator ({})",
+            describe(status)
+        ));
+    }
     match status.code() {
         Code::FailedPrecondition | Code::InvalidArgument => {
             SessionError::Refused(status.message().to_owned())
-        }
-        Code::Unimplemented => SessionError::Refused(format!(
-            "{coordinator} is not a farm coordinator (it does not serve farm.v1.WorkerService)"
-        )),
-        Code::Internal | Code::Unknown if status.message().contains("protocol") => {
-            SessionError::Refused(format!(
-                "{coordinator} does not speak gRPC; is it a farm coordinator? ({})",
-                status.message()
-            ))
         }
         _ => SessionError::Unreachable(describe(status)),
     }
