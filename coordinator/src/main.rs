@@ -78,14 +78,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     println!("farm-coordinator listening on {address}");
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let signalled = stop.clone();
-    tokio::spawn(async move {
-        farm_proto::process::shutdown_signal().await;
-        signalled.cancel();
-        farm_proto::process::shutdown_signal().await;
-        eprintln!("farm-coordinator: second signal, exiting now");
-        std::process::exit(130);
-    });
+    farm_proto::process::stop_on_signals("farm-coordinator", stop.clone());
     let server = farm_coordinator::run_tcp(config, listener, stop.clone().cancelled_owned());
     tokio::pin!(server);
     tokio::select! {

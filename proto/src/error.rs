@@ -47,7 +47,9 @@ impl ErrorKind {
             Code::ResourceExhausted => ErrorKind::ResourceExhausted,
             Code::Aborted => ErrorKind::JobFailed,
             Code::Cancelled => ErrorKind::Cancelled,
-            Code::Unavailable | Code::DeadlineExceeded => ErrorKind::Unavailable,
+            // tonic reports a connection that broke under a call as Unknown;
+            // farm's servers never send it.
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         }
     }

@@ -29,3 +29,15 @@ pub async fn shutdown_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Handles Ctrl-C and SIGTERM for a daemon: the first cancels `first`
+/// (start a graceful stop), a second exits the process at once (130).
+pub fn stop_on_signals(program: &'static str, first: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        first.cancel();
+        shutdown_signal().await;
+        eprintln!("{program}: second signal, exiting now");
+        std::process::exit(130);
+    });
+}

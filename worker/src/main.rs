@@ -66,14 +66,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     config.drain_grace = args.drain_grace;
 
     let drain = CancellationToken::new();
-    let signalled = drain.clone();
-    tokio::spawn(async move {
-        farm_proto::process::shutdown_signal().await;
-        signalled.cancel();
-        farm_proto::process::shutdown_signal().await;
-        eprintln!("farm-worker: second signal, exiting now");
-        std::process::exit(130);
-    });
+    farm_proto::process::stop_on_signals("farm-worker", drain.clone());
     farm_worker::run(config, endpoint.connect_lazy(), drain).await?;
     Ok(())
 }

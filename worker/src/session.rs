@@ -39,6 +39,12 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// the session (proof it read everything).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest chunk this worker computes, keeping its memory bounded
+/// whatever a coordinator asks: values for 4 Mi elements are 32 MiB; a
+/// summary-only chunk keeps 40 bytes per 4096 elements.
+const MAX_STREAMED_CHUNK: u64 = 1 << 22;
+const MAX_CHUNK: u64 = 1 << 32;
+
 /// How a session that was established ended.
 #[derive(Debug)]
 pub(crate) enum SessionEnd {
@@ -119,7 +125,7 @@ pub(crate) async fn run(
         running_revoked: false,
         draining: false,
     };
-    session.serve(inbound, &welcome, drain).await
+    Ok(session.serve(inbound, &welcome, drain).await)
 }
 
 /// Tells a refusal from a passing failure.
@@ -156,7 +162,7 @@ impl Session<'_> {
         mut inbound: Streaming<v1::CoordinatorMessage>,
         welcome: &v1::Welcome,
         drain: &CancellationToken,
-    ) -> Result<SessionEnd, SessionError> {
+    ) -> SessionEnd {
         let heartbeat_every =
             Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)));
         let mut heartbeat = tokio::time::interval(heartbeat_every);
@@ -170,7 +176,7 @@ impl Session<'_> {
         }
         loop {
             if self.draining && self.running.is_none() {
-                return Ok(self.close(inbound).await);
+                return self.close(inbound).await;
             }
             let grace_over = async {
                 match drain_deadline {
@@ -181,10 +187,15 @@ impl Session<'_> {
             tokio::select! {
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.receive(message).await,
-                    Ok(None) => return Ok(SessionEnd::Lost("the coordinator closed the session".to_owned())),
-                    Err(status) => return Ok(SessionEnd::Lost(describe(&status))),
+                    Ok(None) => return SessionEnd::Lost("the coordinator closed the session".to_owned()),
+                    Err(status) => return SessionEnd::Lost(describe(&status)),
                 },
-                answer = async { self.running.as_mut().expect("guarded by the branch condition").await }, if self.running.is_some() => {
+                answer = async {
+                    match self.running.as_mut() {
+                        Some(computing) => computing.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     self.running = None;
                     self.running_lease = None;
                     let revoked = std::mem::take(&mut self.running_revoked);
@@ -202,7 +213,7 @@ impl Session<'_> {
                         self.send(Outgoing::Returned(v1::ReturnLeases { tokens: vec![token] })).await;
                     }
                     self.running = None;
-                    return Ok(self.close(inbound).await);
+                    return self.close(inbound).await;
                 }
             }
         }
@@ -216,7 +227,10 @@ impl Session<'_> {
                         tracing::warn!("ignoring a lease without a token");
                         continue;
                     }
-                    if self.draining {
+                    // More than we asked for (a confused coordinator) goes
+                    // straight back, like anything granted while draining.
+                    let held = self.queue.len() + usize::from(self.running.is_some());
+                    if self.draining || held >= self.config.prefetch as usize {
                         let tokens = lease.token.into_iter().collect();
                         self.send(Outgoing::Returned(v1::ReturnLeases { tokens }))
                             .await;
@@ -345,6 +359,17 @@ fn compute(lease: &v1::ChunkLease) -> Result<ChunkOutput, ChunkFailure> {
         retryable: false,
     };
     let function = Function::from_name(&lease.function).map_err(|e| permanent(e.to_string()))?;
+    let limit = if lease.stream_values {
+        MAX_STREAMED_CHUNK
+    } else {
+        MAX_CHUNK
+    };
+    if lease.len > limit {
+        return Err(permanent(format!(
+            "a chunk of {} elements is over this worker's limit of {limit}",
+            lease.len
+        )));
+    }
     let end = lease.offset.checked_add(lease.len).ok_or_else(|| {
         permanent(format!(
             "chunk at {} of length {} overflows",

@@ -421,18 +421,13 @@ impl Scheduler {
         now: Instant,
     ) -> Result<(), Rejection> {
         self.heard_from(worker, now);
+        self.check_live(worker, token)?;
         let Some(job) = self.jobs.get_mut(&token.job) else {
-            self.counters.results_rejected_stale += 1;
             return Err(Rejection::Stale);
         };
         let Some(chunk) = job.chunk(token.chunk) else {
-            self.counters.results_rejected_stale += 1;
             return Err(Rejection::Stale);
         };
-        if !job.is_running() || !chunk.is_live(token.attempt, worker) {
-            self.counters.results_rejected_stale += 1;
-            return Err(Rejection::Stale);
-        }
         let len = chunk.len;
         let values_ok = match (&report.values, job.spec.stream_values) {
             (Some(values), true) => values.len() as u64 == len * 8,
@@ -492,17 +487,26 @@ impl Scheduler {
         now: Instant,
     ) -> Result<(), Rejection> {
         self.heard_from(worker, now);
+        self.check_live(worker, token)?;
+        self.fail_attempt(worker, token, message, retryable, now);
+        Ok(())
+    }
+
+    /// Fencing: a report counts only under a live lease of `worker` on a
+    /// running job. Anything else is counted as stale.
+    fn check_live(&mut self, worker: WorkerId, token: LeaseToken) -> Result<(), Rejection> {
         let live = self
             .jobs
             .get(&token.job)
+            .filter(|job| job.is_running())
             .and_then(|job| job.chunk(token.chunk))
             .is_some_and(|chunk| chunk.is_live(token.attempt, worker));
-        if !live {
+        if live {
+            Ok(())
+        } else {
             self.counters.results_rejected_stale += 1;
-            return Err(Rejection::Stale);
+            Err(Rejection::Stale)
         }
-        self.fail_attempt(worker, token, message, retryable, now);
-        Ok(())
     }
 
     fn fail_attempt(
