@@ -25,6 +25,9 @@ pub enum Command {
     Digest(DigestArgs),
     /// Show a coordinator's workers and counters.
     Workers(WorkersArgs),
+    /// Check that a coordinator (or a worker's --health-listen address) is
+    /// serving: prints SERVING and exits 0, or exits non-zero.
+    Health(HealthArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +85,18 @@ pub struct WorkersArgs {
     /// Print as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The address to check, as HOST:PORT.
+    #[arg(
+        long,
+        env = "FARM_COORDINATOR",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub coordinator: String,
 }
 
 fn function_names() -> PossibleValuesParser {

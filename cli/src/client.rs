@@ -236,3 +236,21 @@ pub async fn cluster_status(
         .map(tonic::Response::into_inner)
         .map_err(|s| ClientError::from_status(&s, address, false))
 }
+
+/// Whether the gRPC health service at `address` reports SERVING.
+pub async fn serving(channel: Channel, address: &str) -> Result<bool, ClientError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut client = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let response = tokio::time::timeout(OPEN_TIMEOUT, client.check(request))
+        .await
+        .map_err(|_| ClientError::Unreachable {
+            address: address.to_owned(),
+            reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+        })?
+        .map_err(|s| ClientError::from_status(&s, address, false))?;
+    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+}

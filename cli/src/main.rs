@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use farm_catalog::Function;
-use farm_cli::args::{Cli, Command, DigestArgs, SubmitArgs, WorkersArgs};
+use farm_cli::args::{Cli, Command, DigestArgs, HealthArgs, SubmitArgs, WorkersArgs};
 use farm_cli::output::{self, Destination};
 use farm_cli::report;
 use farm_cli::submit::{self, Mode, Submission, SubmitError};
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Submit(args) => run_submit(args),
         Command::Digest(args) => run_digest(&args),
         Command::Workers(args) => run_workers(&args),
+        Command::Health(args) => run_health(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,6 +140,25 @@ fn run_workers(args: &WorkersArgs) -> Result<(), Failure> {
         })
         .map_err(|e| Failure::new(kind_code(e.kind()), e))?;
     report::print_cluster(&mut std::io::stdout(), &status, args.json).or_else(ignore_broken_pipe)
+}
+
+fn run_health(args: &HealthArgs) -> Result<(), Failure> {
+    let endpoint =
+        farm_proto::transport::endpoint(&args.coordinator).map_err(|e| Failure::new(2, e))?;
+    let serving = runtime()?
+        .block_on(async {
+            farm_cli::client::serving(endpoint.connect_lazy(), &args.coordinator).await
+        })
+        .map_err(|e| Failure::new(kind_code(e.kind()), e))?;
+    if serving {
+        println!("SERVING");
+        Ok(())
+    } else {
+        Err(Failure::new(
+            1,
+            format!("{} is not serving", args.coordinator),
+        ))
+    }
 }
 
 fn ignore_broken_pipe(err: std::io::Error) -> Result<(), Failure> {

@@ -76,6 +76,9 @@ where
     let workers = WorkerServiceServer::new(WorkersApi::new(hub.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // The standard gRPC health service, for `farm health`, container health
+    // checks and Kubernetes probes: SERVING until shutdown begins.
+    let (health, health_service) = tonic_health::server::health_reporter();
     let served = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -83,9 +86,13 @@ where
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(jobs)
         .add_service(workers)
+        .add_service(health_service)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down: ending job streams and worker sessions");
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             stop.cancel();
         })
         .await;

@@ -154,7 +154,8 @@ fn running_job(address: SocketAddr) -> bool {
 #[test]
 fn a_worker_retries_until_the_coordinator_appears() {
     let address = free_port();
-    let mut worker = start_worker(address, &["--threads", "1"]);
+    let health = free_port().to_string();
+    let mut worker = start_worker(address, &["--threads", "1", "--health-listen", &health]);
     let deadline = Instant::now() + PROCESS_TIMEOUT;
     while worker
         .stderr()
@@ -174,10 +175,28 @@ fn a_worker_retries_until_the_coordinator_appears() {
         "{}",
         worker.stderr_tail()
     );
+    // Not connected: its health check says so.
+    let out = farm(&["health", "--coordinator", &health]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let address_text = address.to_string();
     let _coordinator =
         farm_tests::process::Process::start("farm-coordinator", &["--listen", &address_text]);
     wait_for_workers(address, 1);
+    for checked in [&address_text, &health] {
+        let out = farm(&["health", "--coordinator", checked]);
+        assert!(
+            out.status.success(),
+            "{checked}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "SERVING\n");
+    }
     let out = farm(&[
         "submit",
         "sqrt",

@@ -15,6 +15,7 @@ mod session;
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -45,6 +46,17 @@ pub async fn run(
     channel: Channel,
     drain: CancellationToken,
 ) -> Result<(), WorkerError> {
+    run_reporting(config, channel, drain, watch::Sender::new(false)).await
+}
+
+/// Like [`run`], and keeps `connected` true while a session with the
+/// coordinator is up (for health checks).
+pub async fn run_reporting(
+    config: WorkerConfig,
+    channel: Channel,
+    drain: CancellationToken,
+    connected: watch::Sender<bool>,
+) -> Result<(), WorkerError> {
     config.validate()?;
     let pool = ComputePool::new(config.threads).map_err(|source| WorkerError::Pool {
         threads: config.threads,
@@ -54,7 +66,9 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let mut attempt = 1u32;
     while !drain.is_cancelled() {
-        match session::run(channel.clone(), &config, &pool, &drain).await {
+        let ended = session::run(channel.clone(), &config, &pool, &drain, &connected).await;
+        connected.send_replace(false);
+        match ended {
             Ok(SessionEnd::Drained) => break,
             Ok(SessionEnd::Lost(reason)) => {
                 tracing::warn!(coordinator = %config.coordinator, %reason, "lost the coordinator; reconnecting");

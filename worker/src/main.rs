@@ -25,6 +25,10 @@ struct Args {
     /// Chunks held at once (one computing, the rest queued).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     prefetch: u32,
+    /// Serve the gRPC health service here (e.g. 0.0.0.0:50052): SERVING
+    /// while connected to the coordinator, NOT_SERVING otherwise.
+    #[arg(long, env = "FARM_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<std::net::SocketAddr>,
     /// On drain, how long the running chunk may take before it is handed
     /// back (e.g. 30s).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -67,8 +71,48 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     let drain = CancellationToken::new();
     farm_proto::process::stop_on_signals("farm-worker", drain.clone());
-    farm_worker::run(config, endpoint.connect_lazy(), drain).await?;
+    let (connected, connection) = tokio::sync::watch::channel(false);
+    if let Some(address) = args.health_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve health checks on {address}: {e}"))?;
+        tokio::spawn(serve_health(listener, connection, drain.clone()));
+    }
+    farm_worker::run_reporting(config, endpoint.connect_lazy(), drain, connected).await?;
     Ok(())
+}
+
+/// Serves `grpc.health.v1.Health`, following the connection to the
+/// coordinator, until the worker stops.
+async fn serve_health(
+    listener: tokio::net::TcpListener,
+    mut connection: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    let (health, service) = tonic_health::server::health_reporter();
+    let follow = async move {
+        loop {
+            let status = if *connection.borrow_and_update() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            if connection.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::spawn(follow);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let served = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await;
+    if let Err(err) = served {
+        tracing::warn!(%err, "the health service stopped");
+    }
 }
 
 /// The host name (as containers and most shells export it) and process id.

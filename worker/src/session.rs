@@ -19,7 +19,7 @@ use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
 use farm_proto::v1::worker_service_client::WorkerServiceClient;
 use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -80,6 +80,7 @@ pub(crate) async fn run(
     config: &WorkerConfig,
     pool: &Arc<ComputePool>,
     drain: &CancellationToken,
+    connected: &watch::Sender<bool>,
 ) -> Result<SessionEnd, SessionError> {
     let (outbox, requests) = mpsc::channel(OUTBOX);
     let hello = Outgoing::Hello(v1::WorkerHello {
@@ -109,6 +110,7 @@ pub(crate) async fn run(
             )));
         }
     };
+    connected.send_replace(true);
     tracing::info!(
         worker_id = welcome.worker_id,
         coordinator = %config.coordinator,
