@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, env = "FARM_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// A worker silent for this long loses its leases (e.g. 5s, 1500ms).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FARM_LEASE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     lease_timeout: Duration,
     /// How often workers must show they are alive; at most a third of the
     /// lease timeout.

@@ -1,8 +1,10 @@
 //! Test support for farm: an in-process cluster ([`cluster`]), helpers to
-//! run the real binaries ([`process`]), and serial references that every
+//! run the real binaries ([`process`]) and the compose cluster
+//! ([`compose`]), and serial references that every
 //! distributed result must match bit for bit ([`reference`]).
 
 pub mod cluster;
+pub mod compose;
 pub mod process;
 pub mod reference;
 

@@ -178,6 +178,11 @@ pub fn farm(args: &[&str]) -> Output {
 
 /// Like [`farm`], with extra environment variables.
 pub fn farm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    farm_bounded(args, env, PROCESS_TIMEOUT)
+}
+
+/// Runs `farm`, killing it (and failing the test) after `timeout`.
+pub fn farm_bounded(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
     let mut command = Command::new(binary("farm"));
     command
         .args(args)
@@ -194,13 +199,13 @@ pub fn farm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(PROCESS_TIMEOUT) {
+    match rx.recv_timeout(timeout) {
         Ok(output) => output.expect("farm output"),
         Err(_) => {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
-            panic!("farm {args:?} did not exit within {PROCESS_TIMEOUT:?}");
+            panic!("farm {args:?} did not exit within {timeout:?}");
         }
     }
 }
