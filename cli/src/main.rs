@@ -132,25 +132,12 @@ fn run_digest(args: &DigestArgs) -> Result<(), Failure> {
 }
 
 fn run_workers(args: &WorkersArgs) -> Result<(), Failure> {
-    let endpoint =
-        farm_proto::transport::endpoint(&args.coordinator).map_err(|e| Failure::new(2, e))?;
-    let status = runtime()?
-        .block_on(async {
-            farm_cli::client::cluster_status(endpoint.connect_lazy(), &args.coordinator).await
-        })
-        .map_err(|e| Failure::new(kind_code(e.kind()), e))?;
+    let status = ask_coordinator(&args.coordinator, farm_cli::client::cluster_status)?;
     report::print_cluster(&mut std::io::stdout(), &status, args.json).or_else(ignore_broken_pipe)
 }
 
 fn run_health(args: &HealthArgs) -> Result<(), Failure> {
-    let endpoint =
-        farm_proto::transport::endpoint(&args.coordinator).map_err(|e| Failure::new(2, e))?;
-    let serving = runtime()?
-        .block_on(async {
-            farm_cli::client::serving(endpoint.connect_lazy(), &args.coordinator).await
-        })
-        .map_err(|e| Failure::new(kind_code(e.kind()), e))?;
-    if serving {
+    if ask_coordinator(&args.coordinator, farm_cli::client::serving)? {
         println!("SERVING");
         Ok(())
     } else {
@@ -159,6 +146,20 @@ fn run_health(args: &HealthArgs) -> Result<(), Failure> {
             format!("{} is not serving", args.coordinator),
         ))
     }
+}
+
+/// Makes one call to the coordinator at `address`.
+fn ask_coordinator<'a, T, Fut>(
+    address: &'a str,
+    call: impl FnOnce(tonic::transport::Channel, &'a str) -> Fut,
+) -> Result<T, Failure>
+where
+    Fut: Future<Output = Result<T, farm_cli::client::ClientError>>,
+{
+    let endpoint = farm_proto::transport::endpoint(address).map_err(|e| Failure::new(2, e))?;
+    runtime()?
+        .block_on(async { call(endpoint.connect_lazy(), address).await })
+        .map_err(|e| Failure::new(kind_code(e.kind()), e))
 }
 
 fn ignore_broken_pipe(err: std::io::Error) -> Result<(), Failure> {

@@ -4,9 +4,10 @@
 //! command bounded in time, and `down` on drop, also when the test fails.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
+
+use crate::process::run_bounded;
 
 /// How long one docker or compose command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -150,41 +151,14 @@ fn repository_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs a command to completion, killing it after [`COMMAND_TIMEOUT`].
-fn bounded(mut command: Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+/// Runs a command to completion within [`COMMAND_TIMEOUT`]; a command
+/// that cannot start reads as a failed run, so probing for a program
+/// (`compose_program`) can move on to the next.
+fn bounded(command: Command) -> Output {
     let described = format!("{command:?}");
-    let child = match command.spawn() {
-        Ok(child) => child,
-        Err(err) => {
-            // Reported as a failed run, so callers probing for a program
-            // (compose_program) can try the next one.
-            return Output {
-                status: failed_status(),
-                stdout: Vec::new(),
-                stderr: format!("cannot run {described}: {err}").into_bytes(),
-            };
-        }
-    };
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(COMMAND_TIMEOUT) {
-        Ok(out) => out.expect("command output"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{described} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-    }
-}
-
-fn failed_status() -> std::process::ExitStatus {
-    Command::new("false").status().expect("run false")
+    run_bounded(command, COMMAND_TIMEOUT).unwrap_or_else(|err| Output {
+        status: Command::new("false").status().expect("run false"),
+        stdout: Vec::new(),
+        stderr: format!("cannot run {described}: {err}").into_bytes(),
+    })
 }

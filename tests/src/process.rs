@@ -184,28 +184,34 @@ pub fn farm_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 /// Runs `farm`, killing it (and failing the test) after `timeout`.
 pub fn farm_bounded(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Output {
     let mut command = Command::new(binary("farm"));
-    command
-        .args(args)
-        .env_remove("FARM_COORDINATOR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(args).env_remove("FARM_COORDINATOR");
     for (key, value) in env {
         command.env(key, value);
     }
-    let child = command.spawn().expect("start farm");
+    run_bounded(command, timeout).expect("start farm")
+}
+
+/// Runs a command to completion with its output captured, killing it (and
+/// failing the test) after `timeout`. Errs only if it cannot be started.
+pub fn run_bounded(mut command: Command, timeout: Duration) -> std::io::Result<Output> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let described = format!("{command:?}");
+    let child = command.spawn()?;
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
     match rx.recv_timeout(timeout) {
-        Ok(output) => output.expect("farm output"),
+        Ok(output) => output,
         Err(_) => {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
-            panic!("farm {args:?} did not exit within {timeout:?}");
+            panic!("{described} did not finish within {timeout:?}");
         }
     }
 }
