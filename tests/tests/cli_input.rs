@@ -177,3 +177,26 @@ fn values_on_stdout_keep_the_summary_on_stderr() {
     );
     assert!(stderr(&out).contains("digest"));
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    // `farm submit ... --output - | head -1`: the pipe closes mid-job.
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(farm_tests::process::binary("farm"))
+        .args(["submit", "sqrt", "--n", "1e7", "--output", "-"])
+        .env_remove("FARM_COORDINATOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start farm");
+    let mut first = String::new();
+    {
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        stdout.read_line(&mut first).expect("read a line");
+    }
+    assert_eq!(first, "0.0\n");
+    let out = child.wait_with_output().expect("farm exits");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("error"), "{}", stderr(&out));
+}
