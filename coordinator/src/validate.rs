@@ -3,7 +3,7 @@
 //! any client.
 
 use farm_catalog::Function;
-use farm_catalog::grid::{LEAF_LEN, round_to_leaves};
+use farm_catalog::grid::round_to_leaves;
 use farm_proto::PROTOCOL_VERSION;
 use farm_proto::error::{ErrorKind, ServiceError};
 use farm_proto::v1;
@@ -137,9 +137,6 @@ pub fn worker_hello(hello: &v1::WorkerHello) -> Result<WorkerInfo, InvalidReques
     })
 }
 
-/// The leaf size is part of the contract; chunk sizes are rounded to it.
-pub const CHUNK_GRANULE: u64 = LEAF_LEN;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,7 +162,7 @@ mod tests {
     #[test]
     fn a_good_request_passes() {
         let spec = check(|r| r.chunk_size = 5000).unwrap();
-        assert_eq!(spec.chunk_size, Some(2 * LEAF_LEN));
+        assert_eq!(spec.chunk_size, Some(2 * farm_catalog::grid::LEAF_LEN));
         assert_eq!(spec.n, 1000);
     }
 
