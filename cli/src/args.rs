@@ -74,14 +74,8 @@ pub struct DigestArgs {
 
 #[derive(Debug, Args)]
 pub struct WorkersArgs {
-    /// The coordinator, as HOST:PORT.
-    #[arg(
-        long,
-        env = "FARM_COORDINATOR",
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:50051"
-    )]
-    pub coordinator: String,
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
     /// Print as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -89,14 +83,22 @@ pub struct WorkersArgs {
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// The address to check, as HOST:PORT.
+    /// The address to check: a coordinator, or a worker's --health-listen.
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+}
+
+/// `--coordinator HOST:PORT` for commands that talk to a running cluster.
+#[derive(Debug, Args)]
+pub struct CoordinatorAddress {
+    /// The coordinator, as HOST:PORT.
     #[arg(
-        long,
+        long = "coordinator",
         env = "FARM_COORDINATOR",
         value_name = "HOST:PORT",
         default_value = "127.0.0.1:50051"
     )]
-    pub coordinator: String,
+    pub address: String,
 }
 
 fn function_names() -> PossibleValuesParser {

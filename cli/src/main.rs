@@ -132,18 +132,18 @@ fn run_digest(args: &DigestArgs) -> Result<(), Failure> {
 }
 
 fn run_workers(args: &WorkersArgs) -> Result<(), Failure> {
-    let status = ask_coordinator(&args.coordinator, farm_cli::client::cluster_status)?;
+    let status = ask_coordinator(&args.coordinator.address, farm_cli::client::cluster_status)?;
     report::print_cluster(&mut std::io::stdout(), &status, args.json).or_else(ignore_broken_pipe)
 }
 
 fn run_health(args: &HealthArgs) -> Result<(), Failure> {
-    if ask_coordinator(&args.coordinator, farm_cli::client::serving)? {
+    if ask_coordinator(&args.coordinator.address, farm_cli::client::serving)? {
         println!("SERVING");
         Ok(())
     } else {
         Err(Failure::new(
             1,
-            format!("{} is not serving", args.coordinator),
+            format!("{} is not serving", args.coordinator.address),
         ))
     }
 }

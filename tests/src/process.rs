@@ -231,3 +231,42 @@ pub fn json(output: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// Asserts that a `farm ... --json` summary equals `expected` bit for bit
+/// (n, sum, min, max and digest).
+pub fn assert_summary_json(value: &serde_json::Value, expected: &farm_catalog::Summary) {
+    assert_eq!(value["n"].as_u64(), Some(expected.n), "n in {value}");
+    for (key, want) in [
+        ("sum", expected.sum),
+        ("min", expected.min),
+        ("max", expected.max),
+    ] {
+        assert_eq!(
+            value[key].as_f64().map(f64::to_bits),
+            Some(want.to_bits()),
+            "{key} in {value}"
+        );
+    }
+    assert_eq!(
+        value["digest"].as_str(),
+        Some(expected.digest.to_string().as_str()),
+        "digest in {value}"
+    );
+}
+
+/// Polls `farm workers` until the coordinator at `address` has exactly
+/// `count` workers, failing the test after `timeout`.
+pub fn wait_for_workers(address: &str, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = farm(&["workers", "--coordinator", address, "--json"]);
+        if out.status.success() && json(&out)["workers"].as_array().map_or(0, Vec::len) == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} workers did not register at {address} within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -4,48 +4,18 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use farm_catalog::Function;
-use farm_tests::process::{PROCESS_TIMEOUT, farm, json, start_coordinator, start_worker};
+use farm_tests::process::{
+    PROCESS_TIMEOUT, assert_summary_json, farm, json, start_coordinator, start_worker,
+};
 use farm_tests::reference;
 
-/// Polls `farm workers` until the coordinator sees `count` workers.
 fn wait_for_workers(address: SocketAddr, count: usize) {
-    let deadline = Instant::now() + PROCESS_TIMEOUT;
-    loop {
-        let out = farm(&["workers", "--coordinator", &address.to_string(), "--json"]);
-        if out.status.success() {
-            let status = json(&out);
-            if status["workers"].as_array().map_or(0, Vec::len) == count {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count} workers never registered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    farm_tests::process::wait_for_workers(&address.to_string(), count, PROCESS_TIMEOUT);
 }
 
 fn assert_summary(value: &serde_json::Value, start: u64, n: u64) {
-    let expected = reference::summary(Function::Sqrt, start, n);
-    assert_eq!(value["n"].as_u64(), Some(n));
     assert_eq!(value["start"].as_u64(), Some(start));
-    assert_eq!(
-        value["sum"].as_f64().map(f64::to_bits),
-        Some(expected.sum.to_bits())
-    );
-    assert_eq!(
-        value["min"].as_f64().map(f64::to_bits),
-        Some(expected.min.to_bits())
-    );
-    assert_eq!(
-        value["max"].as_f64().map(f64::to_bits),
-        Some(expected.max.to_bits())
-    );
-    assert_eq!(
-        value["digest"].as_str(),
-        Some(expected.digest.to_string().as_str())
-    );
+    assert_summary_json(value, &reference::summary(Function::Sqrt, start, n));
 }
 
 #[test]

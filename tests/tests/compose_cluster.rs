@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use farm_catalog::{Function, Summary};
 use farm_tests::compose::{ComposeProject, docker, image_exists};
-use farm_tests::process::{farm, farm_bounded, json};
+use farm_tests::process::{assert_summary_json, farm, farm_bounded, json};
 use farm_tests::reference;
 
 /// Long enough (about five seconds on two cores) to break things mid-job.
@@ -190,20 +190,7 @@ fn finish(job: std::thread::JoinHandle<Output>) -> Output {
 }
 
 fn assert_exact(out: &Output, expected: &Summary) {
-    let summary = json(out);
-    assert_eq!(summary["n"].as_u64(), Some(N));
-    assert_eq!(
-        summary["digest"].as_str(),
-        Some(expected.digest.to_string().as_str())
-    );
-    assert_eq!(
-        summary["sum"].as_f64().map(f64::to_bits),
-        Some(expected.sum.to_bits())
-    );
-    assert_eq!(
-        summary["max"].as_f64().map(f64::to_bits),
-        Some(expected.max.to_bits())
-    );
+    assert_summary_json(&json(out), expected);
 }
 
 fn status(address: &str) -> serde_json::Value {
@@ -219,10 +206,7 @@ fn counter(address: &str, name: &str) -> u64 {
 }
 
 fn wait_for_workers(address: &str, count: usize) {
-    wait_for(&format!("{count} connected workers"), || {
-        let out = farm(&["workers", "--coordinator", address, "--json"]);
-        out.status.success() && json(&out)["workers"].as_array().map_or(0, Vec::len) == count
-    });
+    farm_tests::process::wait_for_workers(address, count, SETTLE_TIMEOUT);
 }
 
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
