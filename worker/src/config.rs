@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use crate::faults::Faults;
+
 /// Everything a worker can be told.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
     /// Shown in the coordinator's logs and `farm workers`.
     pub name: String,
@@ -17,6 +19,9 @@ pub struct WorkerConfig {
     pub drain_grace: Duration,
     /// What the coordinator is called in log lines.
     pub coordinator: String,
+    /// Faults to inject, for end-to-end tests only (`FARM_TEST_FAULTS`);
+    /// none by default.
+    pub faults: Faults,
 }
 
 impl WorkerConfig {
@@ -27,6 +32,7 @@ impl WorkerConfig {
             prefetch: 2,
             drain_grace: Duration::from_secs(30),
             coordinator: coordinator.into(),
+            faults: Faults::default(),
         }
     }
 

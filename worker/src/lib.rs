@@ -7,10 +7,12 @@
 //! - [`session`]: one connected session, hello to goodbye.
 //! - [`compute`]: the bridge from async code to the compute threads.
 //! - [`backoff`]: reconnection delays.
+//! - [`faults`]: fault injection for end-to-end tests (`FARM_TEST_FAULTS`).
 
 pub mod backoff;
 pub mod compute;
 pub mod config;
+pub mod faults;
 mod session;
 
 use std::sync::Arc;
@@ -58,6 +60,13 @@ pub async fn run_reporting(
     connected: watch::Sender<bool>,
 ) -> Result<(), WorkerError> {
     config.validate()?;
+    if config.faults.enabled() {
+        tracing::warn!(
+            faults = %config.faults,
+            "TEST FAULTS ENABLED ({}): this worker slows down or fails chunks on purpose; never use it for real work",
+            faults::ENV
+        );
+    }
     let pool = ComputePool::new(config.threads).map_err(|source| WorkerError::Pool {
         threads: config.threads,
         source,

@@ -5,13 +5,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use farm_worker::WorkerConfig;
+use farm_worker::faults::{self, Faults};
 use tokio_util::sync::CancellationToken;
 
 /// A farm worker: computes chunks of map jobs on every core of this machine.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, after_help = TESTING_FAULTS)]
 struct Args {
     /// The coordinator, as HOST:PORT.
     #[arg(long, env = "FARM_COORDINATOR", value_name = "HOST:PORT")]
@@ -35,8 +36,20 @@ struct Args {
     drain_grace: Duration,
 }
 
+const TESTING_FAULTS: &str = "\
+Testing faults:
+  FARM_TEST_FAULTS makes this worker misbehave on purpose, for end-to-end
+  tests only; unset (the default), it does nothing. Comma-separated:
+    slow=F       each chunk takes F times as long (F > 1): the compute
+                 thread sleeps (F - 1) times the chunk's compute time
+    panic-at=X   a chunk whose arguments (start + index) include X panics
+                 (a retryable chunk failure; the job fails after the
+                 coordinator's --max-attempts)
+  e.g. FARM_TEST_FAULTS=slow=10 farm-worker --connect 127.0.0.1:50051";
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    let faults = test_faults();
     farm_proto::process::init_tracing("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -50,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args, faults)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("farm-worker: {err:#}");
@@ -59,7 +72,25 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+/// The faults in `FARM_TEST_FAULTS`; a value that cannot be understood is
+/// reported like a bad flag (exit code 2).
+fn test_faults() -> Faults {
+    let Some(value) = std::env::var_os(faults::ENV) else {
+        return Faults::default();
+    };
+    let parsed = value
+        .to_str()
+        .ok_or_else(|| "it is not UTF-8".to_owned())
+        .and_then(|text| text.parse::<Faults>().map_err(|e| e.to_string()));
+    parsed.unwrap_or_else(|reason| {
+        let message = format!("invalid {}={value:?}: {reason}", faults::ENV);
+        Args::command()
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit()
+    })
+}
+
+async fn serve(args: Args, faults: Faults) -> anyhow::Result<()> {
     let endpoint = farm_proto::transport::endpoint(&args.connect)?;
     let mut config = WorkerConfig::new(args.connect.clone());
     config.name = args.name.unwrap_or_else(host_name);
@@ -68,6 +99,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     config.prefetch = args.prefetch;
     config.drain_grace = args.drain_grace;
+    config.faults = faults;
 
     let drain = CancellationToken::new();
     farm_proto::process::stop_on_signals("farm-worker", drain.clone());

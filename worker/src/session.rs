@@ -270,11 +270,12 @@ impl Session<'_> {
         };
         self.running_lease = lease.token;
         let pool = Arc::clone(self.pool);
+        let faults = self.config.faults.clone();
         self.running = Some(Box::pin(async move {
             let started = Instant::now();
             let work = lease.clone();
             let outcome = pool
-                .run(move || compute(&work))
+                .run(move || faults.apply(&work, || compute(&work)))
                 .await
                 .unwrap_or_else(|err| {
                     Err(ChunkFailure {
