@@ -92,11 +92,25 @@ impl ClientError {
         }
     }
 
-    fn from_status(status: &Status, address: &str, started: bool) -> ClientError {
+    /// `job` is the job the coordinator accepted, if it got that far.
+    fn from_status(status: &Status, address: &str, job: Option<u64>) -> ClientError {
+        let started = job.is_some();
         if peer_is_not_grpc(status) {
-            return ClientError::Unreachable {
-                address: address.to_owned(),
-                reason: format!("it is not a farm coordinator ({})", describe(status)),
+            let address = address.to_owned();
+            // A peer that accepted the job is a coordinator: a broken
+            // connection now means it died or the network failed.
+            return match job {
+                Some(job) => ClientError::Lost {
+                    address,
+                    reason: format!(
+                        "the connection broke ({}); job {job} is lost: submit it again",
+                        describe(status)
+                    ),
+                },
+                None => ClientError::Unreachable {
+                    address,
+                    reason: format!("it is not a farm coordinator ({})", describe(status)),
+                },
             };
         }
         let message = status.message().to_owned();
@@ -137,7 +151,7 @@ pub async fn run_job(
             reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
         })?;
     let mut stream = submitted
-        .map_err(|s| ClientError::from_status(&s, address, false))?
+        .map_err(|s| ClientError::from_status(&s, address, None))?
         .into_inner();
     let mut job_id = None;
     let mut next_offset = 0u64;
@@ -148,7 +162,7 @@ pub async fn run_job(
                 address: address.to_owned(),
                 reason: format!("no word for {} s", STREAM_SILENCE_TIMEOUT.as_secs()),
             })?
-            .map_err(|s| ClientError::from_status(&s, address, job_id.is_some()))?;
+            .map_err(|s| ClientError::from_status(&s, address, job_id))?;
         let Some(v1::SubmitJobResponse { event: Some(event) }) = message else {
             return Err(ClientError::Lost {
                 address: address.to_owned(),
@@ -234,7 +248,7 @@ pub async fn cluster_status(
             reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
         })?
         .map(tonic::Response::into_inner)
-        .map_err(|s| ClientError::from_status(&s, address, false))
+        .map_err(|s| ClientError::from_status(&s, address, None))
 }
 
 /// Whether the gRPC health service at `address` reports SERVING.
@@ -251,6 +265,6 @@ pub async fn serving(channel: Channel, address: &str) -> Result<bool, ClientErro
             address: address.to_owned(),
             reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
         })?
-        .map_err(|s| ClientError::from_status(&s, address, false))?;
+        .map_err(|s| ClientError::from_status(&s, address, None))?;
     Ok(response.into_inner().status == ServingStatus::Serving as i32)
 }
