@@ -109,6 +109,7 @@ pub fn print_job(
         map.insert("elements_per_s".into(), json!(rate));
         map.insert("workers".into(), json!(finished.workers));
         map.insert("chunks".into(), json!(finished.chunks));
+        map.insert("attempts".into(), json!(finished.attempts));
         map.insert("mode".into(), json!(mode_name(&finished.mode)));
         map.insert("job_id".into(), json!(finished.job_id));
         writeln!(out, "{}", serde_json::Value::Object(map))?;

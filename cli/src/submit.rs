@@ -59,6 +59,9 @@ pub struct Finished {
     pub elapsed: Duration,
     pub workers: u32,
     pub chunks: u64,
+    /// Chunk executions: leases granted for the job, so chunks plus
+    /// retries and backups.
+    pub attempts: u64,
     pub job_id: Option<u64>,
 }
 
@@ -137,6 +140,7 @@ pub fn run_local(submission: &Submission) -> Result<Finished, SubmitError> {
         elapsed: started.elapsed(),
         workers: 0,
         chunks: 1,
+        attempts: 1,
         job_id: None,
     })
 }
@@ -186,6 +190,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
         elapsed: started.elapsed(),
         workers: report.workers,
         chunks: report.chunks,
+        attempts: report.attempts,
         job_id: Some(report.job_id),
     })
 }
