@@ -1,10 +1,11 @@
 //! Test support for farm: an in-process cluster ([`cluster`]), helpers to
-//! run the real binaries ([`process`]) and the compose cluster
-//! ([`compose`]), and serial references that every
+//! run the real binaries ([`process`]), a cluster of them for fault tests
+//! ([`faults`]) and the compose cluster ([`compose`]), and serial references that every
 //! distributed result must match bit for bit ([`reference`]).
 
 pub mod cluster;
 pub mod compose;
+pub mod faults;
 pub mod process;
 pub mod reference;
 

@@ -41,10 +41,16 @@ pub struct Process {
 impl Process {
     /// Starts `name` with `args`; stdout is piped, stderr goes to a file.
     pub fn start(name: &str, args: &[&str]) -> Process {
+        Process::start_with_env(name, args, &[])
+    }
+
+    /// Like [`Process::start`], with extra environment variables.
+    pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
         let stderr = tempfile::NamedTempFile::new().expect("stderr file");
         let child = Command::new(binary(name))
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr.reopen().expect("reopen stderr file"))
@@ -164,10 +170,16 @@ pub fn start_coordinator(extra: &[&str]) -> (Process, SocketAddr) {
 
 /// Starts `farm-worker` connected to `address`.
 pub fn start_worker(address: SocketAddr, extra: &[&str]) -> Process {
+    start_worker_with_env(address, extra, &[])
+}
+
+/// Like [`start_worker`], with extra environment variables (e.g.
+/// `FARM_TEST_FAULTS`).
+pub fn start_worker_with_env(address: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> Process {
     let address = address.to_string();
     let mut args = vec!["--connect", address.as_str()];
     args.extend_from_slice(extra);
-    Process::start("farm-worker", &args)
+    Process::start_with_env("farm-worker", &args, env)
 }
 
 /// Runs `farm` to completion (bounded by [`PROCESS_TIMEOUT`]) and returns
