@@ -32,7 +32,10 @@ impl Scheduler {
                 continue;
             }
             for (index, chunk, lease) in job.singly_leased() {
-                if lease.worker == worker {
+                // A chunk that failed is retried, not backed up: backups
+                // failing while another lease is live would carry it past
+                // its attempt budget.
+                if lease.worker == worker || chunk.last_error.is_some() {
                     continue;
                 }
                 let token = LeaseToken {

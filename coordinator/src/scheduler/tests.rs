@@ -527,6 +527,68 @@ fn an_idle_worker_backs_up_a_straggler_and_the_first_result_wins() {
 }
 
 #[test]
+fn a_failing_chunk_gets_no_backups_and_keeps_its_attempt_budget() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig::default();
+    let mut s = Scheduler::new(config);
+    let fast = worker(&mut s, t0);
+    let slow = worker(&mut s, t0);
+    let spec = spec(4 * LEAF_LEN, Some(LEAF_LEN), false);
+    let warmup = s.submit(spec.clone(), t0).unwrap();
+    s.pull(fast, 2, t0);
+    s.pull(slow, 2, t0);
+    for (worker, lease) in grants(&s.take_effects()) {
+        let speed = if worker == fast { 1e9 } else { 1e7 };
+        s.complete(worker, lease.token, report_at(&lease, speed), t0)
+            .unwrap();
+    }
+    assert!(
+        s.poll_job(warmup, usize::MAX, t0)
+            .unwrap()
+            .outcome
+            .is_some()
+    );
+
+    // The slow worker holds the poisoned chunk; the fast one finishes the
+    // rest and gets a backup of it, which fails at once.
+    let job = s.submit(spec, t0).unwrap();
+    s.pull(slow, 1, t0);
+    s.pull(fast, 3, t0);
+    let leases = grants(&s.take_effects());
+    let (_, poisoned) = leases.iter().find(|(w, _)| *w == slow).unwrap().clone();
+    for (worker, lease) in leases.iter().filter(|(w, _)| *w == fast) {
+        s.complete(*worker, lease.token, report_at(lease, 1e9), t0)
+            .unwrap();
+    }
+    s.pull(fast, 1, t0);
+    let (_, backup) = grants(&s.take_effects()).remove(0);
+    assert_eq!(backup.token.chunk, poisoned.token.chunk);
+    s.fail(fast, backup.token, "boom".into(), true, t0).unwrap();
+    // The chunk failed: no more backups while the slow worker holds it.
+    s.pull(fast, 1, t0);
+    assert!(grants(&s.take_effects()).is_empty());
+    s.fail(slow, poisoned.token, "boom".into(), true, t0)
+        .unwrap();
+    // Plain retries use up the rest of the budget, and the job fails.
+    for _ in 0..10 {
+        s.pull(fast, 1, t0);
+        for (worker, lease) in grants(&s.take_effects()) {
+            s.fail(worker, lease.token, "boom".into(), true, t0)
+                .unwrap();
+        }
+    }
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    let Some(JobOutcome::Failed(failure)) = poll.outcome else {
+        panic!("job should have failed: {:?}", poll.outcome);
+    };
+    let message = failure.to_string();
+    assert!(
+        message.contains(&format!("failed after {} attempt(s)", config.max_attempts)),
+        "{message}"
+    );
+}
+
+#[test]
 fn equally_fast_workers_get_no_backups() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(SchedulerConfig::default());
