@@ -174,7 +174,7 @@ pub fn print_cluster(
                     "id": w.worker_id, "name": w.name, "threads": w.threads,
                     "leases_held": w.leases_held, "chunks_completed": w.chunks_completed,
                     "elements_completed": w.elements_completed, "draining": w.draining,
-                    "last_seen_ms": w.last_seen_ms,
+                    "last_seen_ms": w.last_seen_ms, "silent": w.silent,
                 })
             })
             .collect();
@@ -193,6 +193,8 @@ pub fn print_cluster(
                 "jobs_finished": counters.jobs_finished,
                 "jobs_failed": counters.jobs_failed,
                 "jobs_cancelled": counters.jobs_cancelled,
+                "backups_granted": counters.backups_granted,
+                "backups_won": counters.backups_won,
             },
         });
         writeln!(out, "{value}")?;
@@ -218,7 +220,7 @@ pub fn print_cluster(
     }
     writeln!(
         out,
-        "\n{} worker(s), {} running job(s)\nleases: {} granted, {} expired, {} returned; results: {} accepted, {} rejected as stale; {} chunk failures, {} retries\njobs: {} submitted, {} finished, {} failed, {} cancelled",
+        "\n{} worker(s), {} running job(s)\nleases: {} granted, {} expired, {} returned; results: {} accepted, {} rejected as stale; {} chunk failures, {} retries; backups: {} granted, {} won\njobs: {} submitted, {} finished, {} failed, {} cancelled",
         status.workers.len(),
         status.running_jobs,
         counters.leases_granted,
@@ -228,6 +230,8 @@ pub fn print_cluster(
         counters.results_rejected_stale,
         counters.chunk_failures,
         counters.retries,
+        counters.backups_granted,
+        counters.backups_won,
         counters.jobs_submitted,
         counters.jobs_finished,
         counters.jobs_failed,
