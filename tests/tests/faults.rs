@@ -90,9 +90,10 @@ fn a_stopped_worker_loses_its_leases_and_its_late_results_are_rejected() {
     cluster.wait_for_progress(&before, 5);
     let stopped = &cluster.workers[0];
     stopped.signal("STOP");
-    // Silent for longer than the lease timeout: its leases expire.
+    // Silent for longer than the lease timeout: its leases expire, but
+    // its session is kept (it may only be slow).
     cluster.wait_for("the stopped worker's leases to expire", |s| {
-        counter(s, "leases_expired") >= 1
+        counter(s, "leases_expired") >= 1 && worker(s, "w-1").is_some_and(|w| w["silent"] == true)
     });
     stopped.signal("CONT");
 
@@ -120,12 +121,28 @@ fn a_ten_times_slower_worker_does_not_change_the_answer() {
         "{}",
         cluster.workers[2].stderr_tail()
     );
+    // The coordinator saw it: the slow worker computed less than either of
+    // the others. (Elements, not chunks: chunks are sized to each
+    // worker's speed.) Whether it also gets backed up at the end depends
+    // on where the job's last chunks land, so backups are not asserted.
     let status = cluster.status();
-    let chunks = |name: &str| worker(&status, name).and_then(|w| w["chunks_completed"].as_u64());
-    let slow = chunks("slow").unwrap_or_else(|| panic!("no slow worker: {status}"));
+    let elements =
+        |name: &str| worker(&status, name).and_then(|w| w["elements_completed"].as_u64());
+    let slow = elements("slow").unwrap_or_else(|| panic!("no slow worker: {status}"));
     for fast in ["w-1", "w-2"] {
-        assert!(chunks(fast) > Some(slow), "{status}");
+        assert!(elements(fast) > Some(slow), "{status}");
     }
+    eprintln!("a slow worker: {}", out_stats(&out, &status));
+}
+
+/// The job's chunks and attempts and the coordinator's fault counters, for
+/// the log of a test run.
+fn out_stats(out: &Output, status: &serde_json::Value) -> String {
+    let summary = json(out);
+    format!(
+        "{} s, {} chunks, {} attempts; counters {}",
+        summary["elapsed_s"], summary["chunks"], summary["attempts"], status["counters"]
+    )
 }
 
 /// The argument a poisoned worker panics on.
