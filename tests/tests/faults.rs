@@ -12,9 +12,10 @@ use farm_tests::process::{assert_summary_json, farm_bounded, json};
 use farm_tests::reference;
 use std::process::Output;
 
-/// Two billion square roots: about 5 s on three single-threaded workers
-/// of a busy 2-core machine, long enough for faults to land mid-job.
-const LONG: u64 = 2_000_000_000;
+/// A billion square roots: a few seconds on three single-threaded workers
+/// of a busy 2-core machine, in hundreds of chunks; the faults land after
+/// the first few results. (The serial reference costs as much again.)
+const LONG: u64 = 1_000_000_000;
 
 /// Asserts that a successful `farm submit --json` equals the serial
 /// reference for `[start, start + n)` bit for bit; returns the summary.
@@ -47,9 +48,17 @@ fn a_worker_killed_mid_job_loses_nothing() {
     });
     // Its leases went back to the queue and were computed again.
     assert!(counter(&status, "retries") >= 1, "{status}");
+    assert_retried(&summary, &status);
+}
+
+/// Every chunk sent back to the queue was leased again: the job's
+/// attempts (leases) are at least its chunks plus the retries.
+fn assert_retried(summary: &serde_json::Value, status: &serde_json::Value) {
+    let attempts = summary["attempts"].as_u64().unwrap_or(0);
+    let chunks = summary["chunks"].as_u64().unwrap_or(u64::MAX);
     assert!(
-        summary["attempts"].as_u64() > summary["chunks"].as_u64(),
-        "{summary}"
+        attempts >= chunks + counter(status, "retries"),
+        "{summary}\n{status}"
     );
 }
 
@@ -58,7 +67,7 @@ fn workers_killed_and_replaced_again_and_again_lose_nothing() {
     const ROUNDS: usize = 3;
     let mut cluster = FaultCluster::start(&[], 3, &[]);
     let mut status = cluster.status();
-    let job = cluster.submit(1 << 40, LONG + LONG / 2);
+    let job = cluster.submit(1 << 40, 2 * LONG);
     for round in 1..=ROUNDS {
         status = cluster.wait_for_progress(&status, 4);
         // The oldest worker dies; a fresh one takes its place.
@@ -70,16 +79,13 @@ fn workers_killed_and_replaced_again_and_again_lose_nothing() {
     assert!(!job.is_finished(), "the job ended before the last kill");
 
     let (out, _) = job.finish();
-    let summary = assert_exact(&out, 1 << 40, LONG + LONG / 2);
+    let summary = assert_exact(&out, 1 << 40, 2 * LONG);
     let status = cluster.status();
     assert!(
         counter(&status, "retries") >= ROUNDS as u64,
         "every killed worker held a lease: {status}"
     );
-    assert!(
-        summary["attempts"].as_u64() > summary["chunks"].as_u64(),
-        "{summary}"
-    );
+    assert_retried(&summary, &status);
 }
 
 #[test]
@@ -204,6 +210,9 @@ fn a_poison_chunk_fails_its_job_after_four_attempts_and_the_cluster_carries_on()
         Some(3),
         "{status}"
     );
+    for w in &cluster.workers {
+        assert!(!w.stderr().contains("reconnecting"), "{}", w.stderr_tail());
+    }
     assert_eq!(counter(&status, "jobs_failed"), 1, "{status}");
     assert_eq!(counter(&status, "chunk_failures"), 4, "{status}");
 
