@@ -77,6 +77,8 @@ pub enum ClientError {
     Protocol(String),
     #[error("{0}")]
     Output(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ClientError {
@@ -88,6 +90,7 @@ impl ClientError {
             ClientError::ProtocolMismatch(_) => ErrorKind::ProtocolMismatch,
             ClientError::JobFailed(_) => ErrorKind::JobFailed,
             ClientError::Busy(_) => ErrorKind::ResourceExhausted,
+            ClientError::NotFound(_) => ErrorKind::NotFound,
             ClientError::Protocol(_) | ClientError::Output(_) => ErrorKind::Internal,
         }
     }
@@ -113,6 +116,7 @@ impl ClientError {
                 address: address.to_owned(),
                 reason: describe(status),
             },
+            ErrorKind::NotFound => ClientError::NotFound(message),
             ErrorKind::Internal => ClientError::Protocol(describe(status)),
         }
     }
@@ -228,6 +232,27 @@ pub async fn cluster_status(
         protocol_version: PROTOCOL_VERSION,
     };
     tokio::time::timeout(OPEN_TIMEOUT, client.get_cluster_status(request))
+        .await
+        .map_err(|_| ClientError::Unreachable {
+            address: address.to_owned(),
+            reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+        })?
+        .map(tonic::Response::into_inner)
+        .map_err(|s| ClientError::from_status(&s, address, false))
+}
+
+/// One job's status, running or recently ended.
+pub async fn job_status(
+    channel: Channel,
+    address: &str,
+    job_id: u64,
+) -> Result<v1::GetJobStatusResponse, ClientError> {
+    let mut client = JobServiceClient::new(channel);
+    let request = v1::GetJobStatusRequest {
+        protocol_version: PROTOCOL_VERSION,
+        job_id,
+    };
+    tokio::time::timeout(OPEN_TIMEOUT, client.get_job_status(request))
         .await
         .map_err(|_| ClientError::Unreachable {
             address: address.to_owned(),
