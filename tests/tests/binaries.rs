@@ -222,13 +222,19 @@ fn something_that_is_not_a_coordinator_is_named_as_such() {
     let address = http.local_addr().expect("bound address");
     std::thread::spawn(move || {
         for mut stream in http.incoming().map_while(Result::ok) {
-            let mut request = [0u8; 256];
-            let _ = std::io::Read::read(&mut stream, &mut request);
-            let _ = std::io::Write::write_all(
-                &mut stream,
-                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
-            );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::spawn(move || {
+                let mut request = [0u8; 256];
+                let _ = std::io::Read::read(&mut stream, &mut request);
+                let _ = std::io::Write::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+                );
+                // Hang up only after the client does (or 5 s): hanging up
+                // first races the answer, and the client may see only that
+                // the connection closed.
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            });
         }
     });
     let stderr = submit_fails_to_reach(&address.to_string(), Duration::from_secs(5));
