@@ -59,8 +59,7 @@ pub struct Finished {
     pub elapsed: Duration,
     pub workers: u32,
     pub chunks: u64,
-    /// Chunk executions: leases granted for the job, so chunks plus
-    /// retries and backups.
+    /// Leases granted: chunks, plus retries and backups.
     pub attempts: u64,
     pub job_id: Option<u64>,
 }

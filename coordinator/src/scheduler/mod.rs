@@ -454,9 +454,11 @@ impl Scheduler {
             .collect();
         for worker in silent {
             let mut lost = Vec::new();
+            // Its demand stays: a worker that wakes up asks only to
+            // replace leases it reports, so demand it already sent would
+            // otherwise be lost for good.
             self.update_worker(worker, |entry| {
                 entry.silent = true;
-                entry.demand = 0;
                 lost = std::mem::take(&mut entry.leases);
             });
             self.counters.leases_expired += lost.len() as u64;

@@ -1,6 +1,7 @@
 //! What `farm workers` and `farm status JOB` show: the scheduler's view,
 //! turned into messages.
 
+use farm_proto::error::ErrorKind;
 use farm_proto::v1;
 use farm_proto::v1::get_job_status_response::State;
 use tonic::Status;
@@ -20,7 +21,7 @@ pub(super) fn job(hub: &Hub, id: JobId) -> Result<v1::GetJobStatusResponse, Stat
     hub.with_scheduler(|s, now| s.job_status(id, now))
         .map(job_message)
         .ok_or_else(|| {
-            Status::not_found(format!(
+            Status::new(ErrorKind::NotFound.code(), format!(
                 "no job {id} on this coordinator (it keeps the last jobs that ended, and forgets everything when it restarts)"
             ))
         })
