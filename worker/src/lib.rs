@@ -7,8 +7,10 @@
 //! - [`session`]: one connected session, hello to goodbye.
 //! - [`compute`]: the bridge from async code to the compute threads.
 //! - [`backoff`]: reconnection delays.
+//! - [`buffers`]: result buffers reused from chunk to chunk.
 
 pub mod backoff;
+pub mod buffers;
 pub mod compute;
 pub mod config;
 mod session;
