@@ -17,7 +17,6 @@ use farm_cli::submit::{self, Mode, Submission, SubmitError};
 use farm_proto::error::ErrorKind;
 
 fn main() -> ExitCode {
-    farm_proto::process::return_freed_buffers();
     let cli = Cli::parse();
     // Only warnings by default: the output of `farm` is its result.
     farm_proto::process::init_tracing("warn");

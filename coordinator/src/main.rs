@@ -56,7 +56,6 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    farm_proto::process::return_freed_buffers();
     let args = Args::parse();
     farm_proto::process::init_tracing("info");
     match serve(args).await {

@@ -41,26 +41,3 @@ pub fn stop_on_signals(program: &'static str, first: tokio_util::sync::Cancellat
         std::process::exit(130);
     });
 }
-
-/// Allocations at least this large get pages of their own (mmap) and give
-/// them back when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const OWN_PAGES_FROM_BYTES: libc::c_int = 1 << 20;
-
-/// Makes freed result buffers go back to the system, so a process's
-/// memory follows what it holds instead of what it once held.
-///
-/// Every result message is a buffer of megabytes, allocated by one thread
-/// and often freed by another. glibc serves such a buffer from a fresh
-/// mmap until the first one is freed, then raises its mmap threshold to
-/// that size (up to 32 MiB), so later buffers come from its per-thread
-/// heaps, where freed ones fragment and are not returned: resident memory
-/// then creeps up with the length of a job. A fixed threshold turns that
-/// adaptation off. Call it first thing in `main`.
-pub fn return_freed_buffers() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a malloc parameter, under malloc's own lock.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_PAGES_FROM_BYTES);
-    }
-}

@@ -36,7 +36,6 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    farm_proto::process::return_freed_buffers();
     let args = Args::parse();
     farm_proto::process::init_tracing("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
