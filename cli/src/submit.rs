@@ -60,6 +60,8 @@ pub struct Finished {
     pub elapsed: Duration,
     pub workers: u32,
     pub chunks: u64,
+    /// Leases granted: chunks, plus retries and backups.
+    pub attempts: u64,
     pub job_id: Option<u64>,
 }
 
@@ -138,6 +140,7 @@ pub fn run_local(submission: &Submission) -> Result<Finished, SubmitError> {
         elapsed: started.elapsed(),
         workers: 0,
         chunks: 1,
+        attempts: 1,
         job_id: None,
     })
 }
@@ -187,6 +190,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
         elapsed: started.elapsed(),
         workers: report.workers,
         chunks: report.chunks,
+        attempts: report.attempts,
         job_id: Some(report.job_id),
     })
 }
