@@ -44,18 +44,33 @@ pub fn evaluate(
     range: Range<u64>,
     keep_values: bool,
 ) -> Result<ChunkOutput, EvaluateError> {
+    evaluate_reusing(function, job_start, range, keep_values.then(Vec::new))
+}
+
+/// Like [`evaluate`], keeping the values in `buffer` when one is given:
+/// it is resized to the chunk, so a buffer from an earlier chunk is reused
+/// without fresh pages (which cost more than computing square roots).
+pub fn evaluate_reusing(
+    function: Function,
+    job_start: u64,
+    range: Range<u64>,
+    buffer: Option<Vec<f64>>,
+) -> Result<ChunkOutput, EvaluateError> {
     check(job_start, &range)?;
-    if !keep_values {
+    let Some(mut values) = buffer else {
         let summary = evaluate_into(function, job_start, range, None)?;
         return Ok(ChunkOutput {
             summary,
             values: None,
         });
-    }
+    };
     let len = usize::try_from(range.end - range.start).map_err(|_| EvaluateError::TooLarge {
         range: range.clone(),
     })?;
-    let mut values = vec![0.0; len];
+    // Every value is overwritten, so only a longer chunk writes zeros (to
+    // the part the buffer grows by).
+    values.truncate(len);
+    values.resize(len, 0.0);
     let summary = evaluate_into(function, job_start, range, Some(&mut values))?;
     Ok(ChunkOutput {
         summary,
@@ -194,6 +209,22 @@ mod tests {
             evaluate_into(Function::Sqrt, 0, 0..4, Some(&mut short)),
             Err(EvaluateError::BufferLength { .. })
         ));
+    }
+
+    #[test]
+    fn reused_buffers_give_the_same_values() {
+        let fresh = evaluate(Function::Sqrt, 3, LEAF_LEN..4 * LEAF_LEN + 9, true).unwrap();
+        // A longer buffer full of other values, and a shorter one.
+        for stale in [vec![f64::NAN; 9 * LEAF_LEN as usize], vec![7.0; 5]] {
+            let capacity = stale.capacity();
+            let out = evaluate_reusing(Function::Sqrt, 3, LEAF_LEN..4 * LEAF_LEN + 9, Some(stale))
+                .unwrap();
+            assert_eq!(out.summary, fresh.summary);
+            let values = out.values.unwrap();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&values), bits(fresh.values.as_ref().unwrap()));
+            assert!(values.capacity() >= capacity.min(values.len()));
+        }
     }
 
     #[test]

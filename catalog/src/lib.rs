@@ -18,6 +18,6 @@ pub mod grid;
 mod lanes;
 pub mod summary;
 
-pub use evaluate::{ChunkOutput, EvaluateError, evaluate, evaluate_into};
+pub use evaluate::{ChunkOutput, EvaluateError, evaluate, evaluate_into, evaluate_reusing};
 pub use function::{Function, UnknownFunction};
 pub use summary::{ChunkSummary, Digest, LeafStats, Reducer, ReducerError, Summary};

@@ -14,6 +14,10 @@ use tonic::transport::Channel;
 /// How long the embedded parts get to stop once the job is done.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Result bytes the embedded coordinator holds out of order or unread:
+/// four 8 MiB chunks.
+const EMBEDDED_WINDOW_BYTES: u64 = 32 << 20;
+
 /// A running embedded cluster.
 #[derive(Debug)]
 pub struct EmbeddedCluster {
@@ -31,7 +35,11 @@ impl EmbeddedCluster {
         let coordinator = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let config = CoordinatorConfig::default();
+                let mut config = CoordinatorConfig::default();
+                // One worker on this machine's cores holds a chunk or two
+                // at a time, so a smaller reorder window keeps it busy and
+                // halves what this process holds for a slow output.
+                config.scheduler.window.max_bytes = EMBEDDED_WINDOW_BYTES;
                 if let Err(err) =
                     farm_coordinator::run(config, incoming, stop.cancelled_owned()).await
                 {

@@ -24,8 +24,9 @@ use crate::output::{self, Destination, OutputError, Sink};
 /// starting a coordinator and a worker.
 pub const LOCAL_SHORTCUT_MAX: u64 = 1 << 20;
 
-/// Value batches waiting for the output writer.
-const WRITE_QUEUE: usize = 4;
+/// Value batches (a chunk each, 8 MiB) waiting for the output writer:
+/// enough to keep it busy while the next one is decoded.
+const WRITE_QUEUE: usize = 2;
 
 /// Where a job ran.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,10 @@
 //! - [`compute`]: the bridge from async code to the compute threads.
 //! - [`backoff`]: reconnection delays.
 //! - [`faults`]: fault injection for end-to-end tests (`FARM_TEST_FAULTS`).
+//! - [`buffers`]: result buffers reused from chunk to chunk.
 
 pub mod backoff;
+pub mod buffers;
 pub mod compute;
 pub mod config;
 pub mod faults;

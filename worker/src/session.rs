@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use farm_catalog::{ChunkOutput, Function, evaluate};
+use farm_catalog::{ChunkOutput, Function, evaluate_reusing};
 use farm_proto::error::{describe, peer_is_not_grpc};
 use farm_proto::probe;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+use crate::buffers;
 use crate::compute::{ComputePool, catch_panic};
 use crate::config::WorkerConfig;
 use crate::faults::Faults;
@@ -511,13 +512,9 @@ fn compute(lease: &v1::ChunkLease) -> Result<ChunkOutput, ChunkFailure> {
             lease.offset, lease.len
         ))
     })?;
-    evaluate(
-        function,
-        lease.job_start,
-        lease.offset..end,
-        lease.stream_values,
-    )
-    .map_err(|e| permanent(e.to_string()))
+    let buffer = lease.stream_values.then(|| buffers::VALUES.take());
+    evaluate_reusing(function, lease.job_start, lease.offset..end, buffer)
+        .map_err(|e| permanent(e.to_string()))
 }
 
 fn result_message(
@@ -532,26 +529,10 @@ fn result_message(
         leaf_digests: Bytes::from(summary.leaf_digests),
         min: summary.min,
         max: summary.max,
-        values_le: output.values.map(values_to_bytes).unwrap_or_default(),
+        values_le: output
+            .values
+            .map(|v| buffers::VALUES.into_bytes(v))
+            .unwrap_or_default(),
         compute_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-    }
-}
-
-/// Hands a vector of values to the wire without copying it.
-fn values_to_bytes(mut values: Vec<f64>) -> Bytes {
-    if cfg!(target_endian = "big") {
-        for v in &mut values {
-            *v = f64::from_bits(v.to_bits().to_le());
-        }
-    }
-    Bytes::from_owner(LittleEndianValues(values))
-}
-
-/// Values already in little-endian order, viewed as bytes.
-struct LittleEndianValues(Vec<f64>);
-
-impl AsRef<[u8]> for LittleEndianValues {
-    fn as_ref(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.0)
     }
 }

@@ -39,7 +39,7 @@ pub fn create(dest: &Destination, n: u64) -> Result<Sink, OutputError> {
         out: BufWriter::with_capacity(BUFFER_BYTES, target),
         partial,
         format,
-        digits: ryu::Buffer::new(),
+        text: text::TextWriter::default(),
         expected: n,
         written: 0,
     };
@@ -61,8 +61,8 @@ pub struct Sink {
     out: BufWriter<Target>,
     partial: Option<PartialFile>,
     format: Format,
-    /// Reused by text output, so formatting allocates nothing per value.
-    digits: ryu::Buffer,
+    /// Formats text output; keeps its buffers from batch to batch.
+    text: text::TextWriter,
     expected: u64,
     written: u64,
 }
@@ -95,7 +95,7 @@ impl Sink {
         let result = match self.format {
             // The batches are already the file's byte order.
             Format::Npy | Format::Bin => self.out.write_all(le_bytes),
-            Format::Text => text::write_values(le_bytes, &mut self.digits, &mut self.out),
+            Format::Text => self.text.write_values(le_bytes, &mut self.out),
         };
         result.map_err(|error| self.write_error(error))?;
         self.written = total;

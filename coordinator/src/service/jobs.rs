@@ -32,8 +32,9 @@ const CLIENT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// How long a final error may wait for room in the client's queue.
 const FINAL_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Values taken from the scheduler per poll.
-const POLL_BYTES: usize = 16 << 20;
+/// Values taken from the scheduler per poll: one chunk (8 MiB) at a time,
+/// so values leave the window only when the queue has room for them.
+const POLL_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone)]
 pub struct JobsApi {
