@@ -159,6 +159,10 @@ impl LoopbackCluster {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    pub fn coordinator_pid(&self) -> u32 {
+        self.children[0].id()
+    }
+
     pub fn worker_pids(&self) -> Vec<u32> {
         self.children[1..].iter().map(Child::id).collect()
     }

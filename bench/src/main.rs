@@ -5,7 +5,12 @@
 //!
 //! - [`compute`]: large jobs vs a plain rayon loop, the worker's CPU use,
 //!   and tiny jobs from process start to exit.
+//! - [`streaming`]: values on stdout vs loopback TCP, and `--output FILE`
+//!   vs writing the same bytes directly.
 //! - [`scheduling`]: chunks per second, real and simulated workers.
+//! - [`memory`]: peak RSS of the coordinator and the clients.
+//! - [`python`]: the Python tutorial's `Pool` experiment beside farm.
+//! - [`hetero`]: each worker's share with unequal workers.
 //!
 //! Run: `cargo run --release -p farm-bench -- [--only SECTION,..]` (see
 //! bench/README.md).
@@ -13,10 +18,14 @@
 mod args;
 mod cluster;
 mod compute;
+mod hetero;
+mod memory;
 mod procfs;
+mod python;
 mod scheduling;
 mod sim_worker;
 mod stats;
+mod streaming;
 
 use clap::Parser;
 
@@ -40,8 +49,23 @@ fn main() -> anyhow::Result<()> {
     if args.runs_section(Section::Small) {
         compute::small_jobs(&bin, &args)?;
     }
+    if args.runs_section(Section::Streaming) {
+        streaming::stdout(&bin, &args)?;
+    }
+    if args.runs_section(Section::Output) {
+        streaming::file(&bin, &args)?;
+    }
     if args.runs_section(Section::Scheduling) {
         scheduling::run(&bin, &args)?;
+    }
+    if args.runs_section(Section::Memory) {
+        memory::run(&bin, &args)?;
+    }
+    if args.runs_section(Section::Python) {
+        python::run_section(&bin, &args)?;
+    }
+    if args.runs_section(Section::Hetero) {
+        hetero::run(&bin, &args)?;
     }
     Ok(())
 }
