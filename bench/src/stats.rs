@@ -28,12 +28,13 @@ pub fn spread(times: &[Duration]) -> String {
     format!("{} [{}..{}]", show(median(times)), show(min), show(max))
 }
 
-/// `median [min..max]` of rates, with `unit` after each.
+/// `median [min..max]` of rates divided by `scale`, with `unit` after.
 pub fn rate_spread(values: &[f64], scale: f64, unit: &str) -> String {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let decimals = if unit == "%" { 1 } else { 3 };
     format!(
-        "{:.3} [{:.3}..{:.3}] {unit}",
+        "{:.decimals$} [{:.decimals$}..{:.decimals$}] {unit}",
         median_f64(values) / scale,
         min / scale,
         max / scale
