@@ -25,6 +25,8 @@ pub enum Command {
     Digest(DigestArgs),
     /// Show a coordinator's workers and counters.
     Workers(WorkersArgs),
+    /// Show one job: progress, retries, backups, workers, and how it ended.
+    Status(StatusArgs),
     /// Check that a coordinator (or a worker's --health-listen address) is
     /// serving: prints SERVING and exits 0, or exits non-zero.
     Health(HealthArgs),
@@ -74,6 +76,17 @@ pub struct DigestArgs {
 
 #[derive(Debug, Args)]
 pub struct WorkersArgs {
+    #[command(flatten)]
+    pub coordinator: CoordinatorAddress,
+    /// Print as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job's id, as `farm submit` prints it.
+    pub job: u64,
     #[command(flatten)]
     pub coordinator: CoordinatorAddress,
     /// Print as one JSON object.

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use farm_catalog::Summary;
 use farm_proto::error::{ErrorKind, describe, peer_is_not_grpc};
+use farm_proto::probe;
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
 use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
@@ -77,6 +78,8 @@ pub enum ClientError {
     Protocol(String),
     #[error("{0}")]
     Output(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ClientError {
@@ -88,6 +91,7 @@ impl ClientError {
             ClientError::ProtocolMismatch(_) => ErrorKind::ProtocolMismatch,
             ClientError::JobFailed(_) => ErrorKind::JobFailed,
             ClientError::Busy(_) => ErrorKind::ResourceExhausted,
+            ClientError::NotFound(_) => ErrorKind::NotFound,
             ClientError::Protocol(_) | ClientError::Output(_) => ErrorKind::Internal,
         }
     }
@@ -113,6 +117,7 @@ impl ClientError {
                 address: address.to_owned(),
                 reason: describe(status),
             },
+            ErrorKind::NotFound => ClientError::NotFound(message),
             ErrorKind::Internal => ClientError::Protocol(describe(status)),
         }
     }
@@ -122,6 +127,38 @@ impl ClientError {
 /// of ordered values (little-endian f64 bytes) to `values` as it comes.
 /// `address` names the coordinator in errors.
 pub async fn run_job(
+    channel: Channel,
+    address: &str,
+    request: &JobRequest,
+    values: Option<&mpsc::Sender<Bytes>>,
+) -> Result<JobReport, ClientError> {
+    match follow_job(channel, address, request, values).await {
+        Err(err @ ClientError::Unreachable { .. }) => Err(explain_unreachable(err, address).await),
+        other => other,
+    }
+}
+
+/// How long the probe for a non-gRPC peer may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A peer that answered but broke the call may not be a coordinator at
+/// all; hyper does not always say so, so ask it directly.
+async fn explain_unreachable(err: ClientError, address: &str) -> ClientError {
+    if matches!(&err, ClientError::Unreachable { reason, .. } if reason.contains("not a farm coordinator"))
+    {
+        return err;
+    }
+    match probe::probe(probe::host_port(address), PROBE_TIMEOUT).await {
+        probe::Peer::NotHttp2 => ClientError::Unreachable {
+            address: address.to_owned(),
+            reason: "it is not a farm coordinator (it does not speak HTTP/2, so not gRPC)"
+                .to_owned(),
+        },
+        probe::Peer::Http2 | probe::Peer::Unknown => err,
+    }
+}
+
+async fn follow_job(
     channel: Channel,
     address: &str,
     request: &JobRequest,
@@ -227,14 +264,43 @@ pub async fn cluster_status(
     let request = v1::GetClusterStatusRequest {
         protocol_version: PROTOCOL_VERSION,
     };
-    tokio::time::timeout(OPEN_TIMEOUT, client.get_cluster_status(request))
+    let answer = tokio::time::timeout(OPEN_TIMEOUT, client.get_cluster_status(request))
         .await
         .map_err(|_| ClientError::Unreachable {
             address: address.to_owned(),
             reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
         })?
         .map(tonic::Response::into_inner)
-        .map_err(|s| ClientError::from_status(&s, address, false))
+        .map_err(|s| ClientError::from_status(&s, address, false));
+    match answer {
+        Err(err @ ClientError::Unreachable { .. }) => Err(explain_unreachable(err, address).await),
+        other => other,
+    }
+}
+
+/// One job's status, running or recently ended.
+pub async fn job_status(
+    channel: Channel,
+    address: &str,
+    job_id: u64,
+) -> Result<v1::GetJobStatusResponse, ClientError> {
+    let mut client = JobServiceClient::new(channel);
+    let request = v1::GetJobStatusRequest {
+        protocol_version: PROTOCOL_VERSION,
+        job_id,
+    };
+    let answer = tokio::time::timeout(OPEN_TIMEOUT, client.get_job_status(request))
+        .await
+        .map_err(|_| ClientError::Unreachable {
+            address: address.to_owned(),
+            reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+        })?
+        .map(tonic::Response::into_inner)
+        .map_err(|s| ClientError::from_status(&s, address, false));
+    match answer {
+        Err(err @ ClientError::Unreachable { .. }) => Err(explain_unreachable(err, address).await),
+        other => other,
+    }
 }
 
 /// Whether the gRPC health service at `address` reports SERVING.

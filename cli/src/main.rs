@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use farm_catalog::Function;
-use farm_cli::args::{Cli, Command, DigestArgs, HealthArgs, SubmitArgs, WorkersArgs};
+use farm_cli::args::{Cli, Command, DigestArgs, HealthArgs, StatusArgs, SubmitArgs, WorkersArgs};
 use farm_cli::output::{self, Destination};
 use farm_cli::report;
 use farm_cli::submit::{self, Mode, Submission, SubmitError};
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Submit(args) => run_submit(args),
         Command::Digest(args) => run_digest(&args),
         Command::Workers(args) => run_workers(&args),
+        Command::Status(args) => run_status(&args),
         Command::Health(args) => run_health(&args),
     };
     match result {
@@ -56,7 +57,9 @@ fn kind_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::InvalidArgument | ErrorKind::ProtocolMismatch => 2,
         ErrorKind::Unavailable | ErrorKind::ResourceExhausted => 3,
-        ErrorKind::JobFailed | ErrorKind::Cancelled | ErrorKind::Internal => 1,
+        ErrorKind::JobFailed | ErrorKind::Cancelled | ErrorKind::NotFound | ErrorKind::Internal => {
+            1
+        }
     }
 }
 
@@ -134,6 +137,13 @@ fn run_digest(args: &DigestArgs) -> Result<(), Failure> {
 fn run_workers(args: &WorkersArgs) -> Result<(), Failure> {
     let status = ask_coordinator(&args.coordinator.address, farm_cli::client::cluster_status)?;
     report::print_cluster(&mut std::io::stdout(), &status, args.json).or_else(ignore_broken_pipe)
+}
+
+fn run_status(args: &StatusArgs) -> Result<(), Failure> {
+    let status = ask_coordinator(&args.coordinator.address, |channel, address| {
+        farm_cli::client::job_status(channel, address, args.job)
+    })?;
+    report::print_job_status(&mut std::io::stdout(), &status, args.json).or_else(ignore_broken_pipe)
 }
 
 fn run_health(args: &HealthArgs) -> Result<(), Failure> {

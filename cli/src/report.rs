@@ -6,6 +6,7 @@ use std::io::{self, Write};
 
 use farm_catalog::Summary;
 use farm_proto::v1;
+use farm_proto::v1::get_job_status_response::State;
 use serde_json::json;
 
 use crate::submit::{Finished, Mode};
@@ -109,16 +110,22 @@ pub fn print_job(
         map.insert("elements_per_s".into(), json!(rate));
         map.insert("workers".into(), json!(finished.workers));
         map.insert("chunks".into(), json!(finished.chunks));
+        map.insert("attempts".into(), json!(finished.attempts));
         map.insert("mode".into(), json!(mode_name(&finished.mode)));
         map.insert("job_id".into(), json!(finished.job_id));
         writeln!(out, "{}", serde_json::Value::Object(map))?;
         return out.flush();
     }
     let end = u128::from(start) + u128::from(n);
-    let mut lines = vec![
+    let mut lines = Vec::new();
+    if let (Some(id), Mode::Cluster(_)) = (finished.job_id, &finished.mode) {
+        // For `farm status JOB` on that cluster.
+        lines.push(("job", id.to_string()));
+    }
+    lines.extend([
         ("function", function.to_owned()),
         ("range", format!("[{start}, {end})")),
-    ];
+    ]);
     lines.extend(summary_lines(&finished.summary));
     let elapsed = if seconds < 1.0 {
         format!("{:.3} ms", seconds * 1e3)
@@ -130,10 +137,14 @@ pub fn print_job(
     lines.push((
         "workers",
         format!(
-            "{} ({}), {} chunks",
+            "{} ({}), {} chunks{}",
             finished.workers,
             mode_text(&finished.mode),
-            finished.chunks
+            finished.chunks,
+            match finished.attempts.saturating_sub(finished.chunks) {
+                0 => String::new(),
+                extra => format!(", {extra} extra attempt(s)"),
+            }
         ),
     ));
     print_lines(out, &lines)
@@ -173,6 +184,7 @@ pub fn print_cluster(
                     "id": w.worker_id, "name": w.name, "threads": w.threads,
                     "leases_held": w.leases_held, "chunks_completed": w.chunks_completed,
                     "elements_completed": w.elements_completed, "draining": w.draining,
+                    "silent": w.silent, "elements_per_s": w.elements_per_second,
                     "last_seen_ms": w.last_seen_ms,
                 })
             })
@@ -192,6 +204,8 @@ pub fn print_cluster(
                 "jobs_finished": counters.jobs_finished,
                 "jobs_failed": counters.jobs_failed,
                 "jobs_cancelled": counters.jobs_cancelled,
+                "backups_granted": counters.backups_granted,
+                "backups_won": counters.backups_won,
             },
         });
         writeln!(out, "{value}")?;
@@ -199,25 +213,37 @@ pub fn print_cluster(
     }
     writeln!(
         out,
-        "{:<6}{:<28}{:>8}{:>8}{:>10}{:>16}  state",
-        "id", "name", "threads", "leases", "chunks", "elements"
+        "{:<6}{:<28}{:>8}{:>8}{:>10}{:>16}{:>14}  state",
+        "id", "name", "threads", "leases", "chunks", "elements", "elements/s"
     )?;
     for w in &status.workers {
-        let state = if w.draining { "draining" } else { "active" };
+        let state = if w.silent {
+            "silent"
+        } else if w.draining {
+            "draining"
+        } else {
+            "active"
+        };
+        let speed = if w.elements_per_second > 0.0 {
+            format!("{:.3e}", w.elements_per_second)
+        } else {
+            "-".to_owned()
+        };
         writeln!(
             out,
-            "{:<6}{:<28}{:>8}{:>8}{:>10}{:>16}  {state}",
+            "{:<6}{:<28}{:>8}{:>8}{:>10}{:>16}{:>14}  {state}",
             format!("w{}", w.worker_id),
             w.name,
             w.threads,
             w.leases_held,
             w.chunks_completed,
-            w.elements_completed
+            w.elements_completed,
+            speed
         )?;
     }
     writeln!(
         out,
-        "\n{} worker(s), {} running job(s)\nleases: {} granted, {} expired, {} returned; results: {} accepted, {} rejected as stale; {} chunk failures, {} retries\njobs: {} submitted, {} finished, {} failed, {} cancelled",
+        "\n{} worker(s), {} running job(s)\nleases: {} granted, {} expired, {} returned; results: {} accepted, {} rejected as stale; {} chunk failures, {} retries; backups: {} granted, {} won\njobs: {} submitted, {} finished, {} failed, {} cancelled",
         status.workers.len(),
         status.running_jobs,
         counters.leases_granted,
@@ -227,10 +253,87 @@ pub fn print_cluster(
         counters.results_rejected_stale,
         counters.chunk_failures,
         counters.retries,
+        counters.backups_granted,
+        counters.backups_won,
         counters.jobs_submitted,
         counters.jobs_finished,
         counters.jobs_failed,
         counters.jobs_cancelled
     )?;
     out.flush()
+}
+
+/// Prints one job's status.
+pub fn print_job_status(
+    out: &mut dyn Write,
+    job: &v1::GetJobStatusResponse,
+    as_json: bool,
+) -> io::Result<()> {
+    let state = match job.state() {
+        State::Running => "running",
+        State::Finished => "finished",
+        State::Failed => "failed",
+        State::Cancelled => "cancelled",
+        State::Unspecified => "unknown",
+    };
+    let c = job.counters.unwrap_or_default();
+    if as_json {
+        let value = json!({
+            "job_id": job.job_id, "state": state, "error": job.error,
+            "function": job.function, "start": job.start, "n": job.n,
+            "elements_done": job.elements_done, "chunks_done": job.chunks_done,
+            "chunks_running": job.chunks_running, "worker_ids": job.worker_ids,
+            "elapsed_ms": job.elapsed_ms,
+            "counters": {
+                "leases_granted": c.leases_granted, "retries": c.retries,
+                "backups_granted": c.backups_granted, "backups_won": c.backups_won,
+                "results_rejected_stale": c.results_rejected_stale,
+            },
+        });
+        writeln!(out, "{value}")?;
+        return out.flush();
+    }
+    let percent = if job.n > 0 {
+        job.elements_done as f64 * 100.0 / job.n as f64
+    } else {
+        100.0
+    };
+    let workers: Vec<String> = job.worker_ids.iter().map(|w| format!("w{w}")).collect();
+    let mut lines = vec![
+        ("job", job.job_id.to_string()),
+        ("state", state.to_owned()),
+        ("function", job.function.clone()),
+        (
+            "range",
+            format!(
+                "[{}, {})",
+                job.start,
+                u128::from(job.start) + u128::from(job.n)
+            ),
+        ),
+        (
+            "done",
+            format!(
+                "{} of {} elements ({percent:.1}%), {} chunks, {} running",
+                job.elements_done, job.n, job.chunks_done, job.chunks_running
+            ),
+        ),
+        (
+            "leases",
+            format!(
+                "{} granted, {} retries, {} backups ({} won), {} stale results rejected",
+                c.leases_granted,
+                c.retries,
+                c.backups_granted,
+                c.backups_won,
+                c.results_rejected_stale
+            ),
+        ),
+        ("workers", workers.join(", ")),
+        ("elapsed", format!("{:.3} s", job.elapsed_ms as f64 / 1e3)),
+    ];
+    if !job.error.is_empty() {
+        lines.push(("error", job.error.clone()));
+    }
+    print_lines(out, &lines)
 }

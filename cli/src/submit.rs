@@ -59,6 +59,8 @@ pub struct Finished {
     pub elapsed: Duration,
     pub workers: u32,
     pub chunks: u64,
+    /// Leases granted: chunks, plus retries and backups.
+    pub attempts: u64,
     pub job_id: Option<u64>,
 }
 
@@ -137,6 +139,7 @@ pub fn run_local(submission: &Submission) -> Result<Finished, SubmitError> {
         elapsed: started.elapsed(),
         workers: 0,
         chunks: 1,
+        attempts: 1,
         job_id: None,
     })
 }
@@ -186,6 +189,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
         elapsed: started.elapsed(),
         workers: report.workers,
         chunks: report.chunks,
+        attempts: report.attempts,
         job_id: Some(report.job_id),
     })
 }

@@ -19,8 +19,8 @@ pub struct CoordinatorConfig {
     pub scheduler: SchedulerConfig,
     /// Workers send a heartbeat after this much silence.
     pub heartbeat_interval: Duration,
-    /// How often silent workers are looked for.
-    pub expiry_tick: Duration,
+    /// How often silent workers and stragglers are looked for.
+    pub tick: Duration,
     /// How often a job's stream reports progress.
     pub progress_interval: Duration,
     pub limits: RequestLimits,
@@ -38,7 +38,7 @@ impl Default for CoordinatorConfig {
         CoordinatorConfig {
             scheduler: SchedulerConfig::default(),
             heartbeat_interval: Duration::from_secs(1),
-            expiry_tick: Duration::from_millis(250),
+            tick: Duration::from_millis(100),
             progress_interval: Duration::from_millis(500),
             limits: RequestLimits {
                 max_elements: DEFAULT_MAX_ELEMENTS,
@@ -68,8 +68,8 @@ impl CoordinatorConfig {
         if self.heartbeat_interval.is_zero() {
             return zero("heartbeat interval");
         }
-        if self.expiry_tick.is_zero() {
-            return zero("expiry tick");
+        if self.tick.is_zero() {
+            return zero("tick");
         }
         if self.progress_interval.is_zero() {
             return zero("progress interval");

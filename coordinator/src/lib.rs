@@ -68,7 +68,7 @@ where
     config.validate()?;
     let stop = CancellationToken::new();
     let hub = Arc::new(Hub::new(config.clone(), stop.clone()));
-    let expiry = tokio::spawn(expire_silent_workers(hub.clone(), config.expiry_tick));
+    let ticker = tokio::spawn(tick_periodically(hub.clone(), config.tick));
 
     let jobs = JobServiceServer::new(JobsApi::new(hub.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -97,17 +97,17 @@ where
         })
         .await;
     hub.shutdown_token().cancel();
-    expiry.abort();
+    ticker.abort();
     served?;
     Ok(())
 }
 
-async fn expire_silent_workers(hub: Arc<Hub>, tick: std::time::Duration) {
+async fn tick_periodically(hub: Arc<Hub>, tick: std::time::Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = interval.tick() => hub.expire(),
+            _ = interval.tick() => hub.tick(),
             () = hub.shutdown_token().cancelled() => return,
         }
     }

@@ -20,6 +20,8 @@ pub enum ErrorKind {
     JobFailed,
     /// The caller or an operator cancelled the work.
     Cancelled,
+    /// The thing asked about (a job) is not known.
+    NotFound,
     /// The coordinator is shutting down or cannot be reached.
     Unavailable,
     /// A bug or broken invariant.
@@ -34,6 +36,7 @@ impl ErrorKind {
             ErrorKind::ResourceExhausted => Code::ResourceExhausted,
             ErrorKind::JobFailed => Code::Aborted,
             ErrorKind::Cancelled => Code::Cancelled,
+            ErrorKind::NotFound => Code::NotFound,
             ErrorKind::Unavailable => Code::Unavailable,
             ErrorKind::Internal => Code::Internal,
         }
@@ -47,6 +50,7 @@ impl ErrorKind {
             Code::ResourceExhausted => ErrorKind::ResourceExhausted,
             Code::Aborted => ErrorKind::JobFailed,
             Code::Cancelled => ErrorKind::Cancelled,
+            Code::NotFound => ErrorKind::NotFound,
             // tonic reports a connection that broke under a call as Unknown;
             // farm's servers never send it.
             Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => ErrorKind::Unavailable,
@@ -102,6 +106,7 @@ mod tests {
             ErrorKind::ResourceExhausted,
             ErrorKind::JobFailed,
             ErrorKind::Cancelled,
+            ErrorKind::NotFound,
             ErrorKind::Unavailable,
             ErrorKind::Internal,
         ] {

@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod probe;
 pub mod process;
 pub mod transport;
 

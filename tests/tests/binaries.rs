@@ -222,13 +222,19 @@ fn something_that_is_not_a_coordinator_is_named_as_such() {
     let address = http.local_addr().expect("bound address");
     std::thread::spawn(move || {
         for mut stream in http.incoming().map_while(Result::ok) {
-            let mut request = [0u8; 256];
-            let _ = std::io::Read::read(&mut stream, &mut request);
-            let _ = std::io::Write::write_all(
-                &mut stream,
-                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
-            );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::spawn(move || {
+                let mut request = [0u8; 256];
+                let _ = std::io::Read::read(&mut stream, &mut request);
+                let _ = std::io::Write::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+                );
+                // Hang up only after the client does (or 5 s): hanging up
+                // first races the answer, and the client may see only that
+                // the connection closed.
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            });
         }
     });
     let stderr = submit_fails_to_reach(&address.to_string(), Duration::from_secs(5));
@@ -253,4 +259,56 @@ fn something_that_is_not_a_coordinator_is_named_as_such() {
 fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("bound address")
+}
+
+#[test]
+fn farm_status_describes_a_job_and_refuses_an_unknown_one() {
+    let (_coordinator, address) = start_coordinator(&[]);
+    let _worker = start_worker(address, &["--threads", "1"]);
+    wait_for_workers(address, 1);
+    let address = address.to_string();
+
+    let out = farm(&[
+        "submit",
+        "sqrt",
+        "--n",
+        "1e6",
+        "--chunk-size",
+        "65536",
+        "--coordinator",
+        &address,
+        "--json",
+    ]);
+    let submitted = json(&out);
+    let job = submitted["job_id"].as_u64().unwrap().to_string();
+    assert_eq!(submitted["chunks"].as_u64(), Some(16));
+    assert_eq!(submitted["attempts"].as_u64(), Some(16));
+
+    let status = json(&farm(&[
+        "status",
+        &job,
+        "--coordinator",
+        &address,
+        "--json",
+    ]));
+    assert_eq!(status["state"], "finished");
+    assert_eq!(status["function"], "sqrt");
+    assert_eq!(status["n"].as_u64(), Some(1_000_000));
+    assert_eq!(status["elements_done"].as_u64(), Some(1_000_000));
+    assert_eq!(status["chunks_done"].as_u64(), Some(16));
+    assert_eq!(status["counters"]["leases_granted"].as_u64(), Some(16));
+    assert_eq!(status["counters"]["retries"].as_u64(), Some(0));
+    assert_eq!(status["worker_ids"].as_array().map(Vec::len), Some(1));
+
+    let text = farm(&["status", &job, "--coordinator", &address]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("state     finished"), "{text}");
+
+    let unknown = farm(&["status", "999", "--coordinator", &address]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("no job 999 on this coordinator"),
+        "{stderr}"
+    );
 }

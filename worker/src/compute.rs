@@ -51,18 +51,23 @@ impl ComputePool {
                 return;
             }
             let _entered = span.enter();
-            let outcome = catch_unwind(AssertUnwindSafe(work)).map_err(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic payload".to_owned());
-                ComputeError::Panicked(message)
-            });
+            let outcome = catch_panic(work);
             let _ = reply.send(outcome);
         });
         answer.await.unwrap_or(Err(ComputeError::Dropped))
     }
+}
+
+/// Runs `work`, turning a panic into an error that carries its message.
+pub fn catch_panic<T>(work: impl FnOnce() -> T) -> Result<T, ComputeError> {
+    catch_unwind(AssertUnwindSafe(work)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".to_owned());
+        ComputeError::Panicked(message)
+    })
 }
 
 #[cfg(test)]

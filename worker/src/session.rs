@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use farm_catalog::{ChunkOutput, Function, evaluate};
 use farm_proto::error::{describe, peer_is_not_grpc};
+use farm_proto::probe;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
 use farm_proto::v1::worker_service_client::WorkerServiceClient;
@@ -25,12 +26,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
-use crate::compute::ComputePool;
+use crate::compute::{ComputePool, catch_panic};
 use crate::config::WorkerConfig;
 
 /// Messages queued for the coordinator: results wait here while the
 /// network is busy, and the loop waits when it is full.
 const OUTBOX: usize = 64;
+
+/// How long the probe for a non-gRPC peer may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the coordinator may take to answer a new session.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +48,14 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// summary-only chunk keeps 40 bytes per 4096 elements.
 const MAX_STREAMED_CHUNK: u64 = 1 << 22;
 const MAX_CHUNK: u64 = 1 << 32;
+
+/// Small leases are computed back to back in batches of about this many
+/// elements (~0.1 ms of work), and reported in one message, so tiny chunks
+/// cost one pool hand-off and one message per batch instead of per chunk.
+const BATCH_ELEMENTS: u64 = 1 << 18;
+
+/// The most leases a worker holds at once, however small.
+const MAX_HELD: u32 = 256;
 
 /// How a session that was established ended.
 #[derive(Debug)]
@@ -67,7 +79,7 @@ pub(crate) enum SessionError {
 
 /// A computed chunk, or why it could not be computed.
 type ChunkAnswer = (v1::ChunkLease, Duration, Result<ChunkOutput, ChunkFailure>);
-type Computing = Pin<Box<dyn Future<Output = ChunkAnswer> + Send>>;
+type Computing = Pin<Box<dyn Future<Output = Vec<ChunkAnswer>> + Send>>;
 
 #[derive(Debug)]
 struct ChunkFailure {
@@ -95,14 +107,15 @@ pub(crate) async fn run(
     let opened = tokio::time::timeout(OPEN_TIMEOUT, client.session(ReceiverStream::new(requests)))
         .await
         .map_err(|_| SessionError::Unreachable("no answer within 10 s".to_owned()))?;
-    let mut inbound = opened
-        .map_err(|s| classify(&s, &config.coordinator))?
-        .into_inner();
+    let mut inbound = match opened {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Err(classify_with_probe(&status, &config.coordinator).await),
+    };
     let welcome = match tokio::time::timeout(OPEN_TIMEOUT, inbound.message()).await {
         Ok(Ok(Some(v1::CoordinatorMessage {
             kind: Some(Incoming::Welcome(welcome)),
         }))) => welcome,
-        Ok(Err(status)) => return Err(classify(&status, &config.coordinator)),
+        Ok(Err(status)) => return Err(classify_with_probe(&status, &config.coordinator).await),
         _ => {
             return Err(SessionError::Refused(format!(
                 "{} did not welcome this worker; is it a farm coordinator?",
@@ -123,11 +136,28 @@ pub(crate) async fn run(
         outbox,
         queue: VecDeque::new(),
         running: None,
-        running_lease: None,
-        running_revoked: false,
+        running_tokens: Vec::new(),
+        revoked_running: Vec::new(),
+        promised: 0,
+        typical_len: None,
         draining: false,
     };
     Ok(session.serve(inbound, &welcome, drain).await)
+}
+
+/// Like [`classify`]; when the call merely broke, asks the peer whether
+/// it speaks HTTP/2 at all, since hyper does not always say.
+async fn classify_with_probe(status: &Status, coordinator: &str) -> SessionError {
+    let classified = classify(status, coordinator);
+    if !matches!(classified, SessionError::Unreachable(_)) {
+        return classified;
+    }
+    match probe::probe(probe::host_port(coordinator), PROBE_TIMEOUT).await {
+        probe::Peer::NotHttp2 => SessionError::Refused(format!(
+            "{coordinator} is not a farm coordinator (it does not speak HTTP/2, so not gRPC)"
+        )),
+        probe::Peer::Http2 | probe::Peer::Unknown => classified,
+    }
 }
 
 /// Tells a refusal from a passing failure.
@@ -152,9 +182,14 @@ struct Session<'a> {
     outbox: mpsc::Sender<v1::WorkerMessage>,
     queue: VecDeque<v1::ChunkLease>,
     running: Option<Computing>,
-    running_lease: Option<v1::LeaseToken>,
-    /// The coordinator no longer wants the running chunk's result.
-    running_revoked: bool,
+    /// Tokens of the batch on the pool.
+    running_tokens: Vec<v1::LeaseToken>,
+    /// Of those, the ones the coordinator no longer wants.
+    revoked_running: Vec<v1::LeaseToken>,
+    /// Leases held plus leases asked for and not yet granted.
+    promised: u32,
+    /// Typical lease length, which decides how many leases to hold.
+    typical_len: Option<f64>,
     draining: bool,
 }
 
@@ -171,10 +206,10 @@ impl Session<'_> {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drain_deadline: Option<Instant> = None;
         if !drain.is_cancelled() {
-            self.send(Outgoing::Pull(v1::PullRequest {
-                slots: self.config.prefetch,
-            }))
-            .await;
+            let slots = self.top_up();
+            if slots > 0 {
+                self.send(Outgoing::Pull(v1::PullRequest { slots })).await;
+            }
         }
         loop {
             if self.draining && self.running.is_none() {
@@ -192,17 +227,17 @@ impl Session<'_> {
                     Ok(None) => return SessionEnd::Lost("the coordinator closed the session".to_owned()),
                     Err(status) => return SessionEnd::Lost(describe(&status)),
                 },
-                answer = async {
+                answers = async {
                     match self.running.as_mut() {
                         Some(computing) => computing.await,
                         None => std::future::pending().await,
                     }
                 } => {
                     self.running = None;
-                    self.running_lease = None;
-                    let revoked = std::mem::take(&mut self.running_revoked);
+                    self.running_tokens.clear();
+                    let revoked = std::mem::take(&mut self.revoked_running);
                     self.start_next();
-                    self.report(answer, revoked).await;
+                    self.report(answers, &revoked).await;
                 }
                 _ = heartbeat.tick() => self.send(Outgoing::Heartbeat(v1::Heartbeat {})).await,
                 () = drain.cancelled(), if !self.draining => {
@@ -210,9 +245,10 @@ impl Session<'_> {
                     self.begin_drain().await;
                 }
                 () = grace_over => {
-                    tracing::warn!(grace = ?self.config.drain_grace, "the running chunk did not finish within the drain grace; handing it back");
-                    if let Some(token) = self.running_lease.take() {
-                        self.send(Outgoing::Returned(v1::ReturnLeases { tokens: vec![token] })).await;
+                    tracing::warn!(grace = ?self.config.drain_grace, "the running chunks did not finish within the drain grace; handing them back");
+                    let tokens = std::mem::take(&mut self.running_tokens);
+                    if !tokens.is_empty() {
+                        self.send(Outgoing::Returned(v1::ReturnLeases { tokens })).await;
                     }
                     self.running = None;
                     return self.close(inbound).await;
@@ -224,38 +260,49 @@ impl Session<'_> {
     async fn receive(&mut self, message: v1::CoordinatorMessage) {
         match message.kind {
             Some(Incoming::Grant(grant)) => {
+                let mut surplus = Vec::new();
                 for lease in grant.leases {
-                    if lease.token.is_none() {
+                    let Some(token) = lease.token else {
                         tracing::warn!("ignoring a lease without a token");
                         continue;
-                    }
-                    // More than we asked for (a confused coordinator) goes
-                    // straight back, like anything granted while draining.
-                    let held = self.queue.len() + usize::from(self.running.is_some());
-                    if self.draining || held >= self.config.prefetch as usize {
-                        let tokens = lease.token.into_iter().collect();
-                        self.send(Outgoing::Returned(v1::ReturnLeases { tokens }))
-                            .await;
+                    };
+                    self.learn_len(lease.len);
+                    // More than we could ever hold (a confused coordinator)
+                    // goes straight back, like anything granted while
+                    // draining.
+                    let held = self.queue.len() + self.running_tokens.len();
+                    if self.draining || held >= MAX_HELD as usize {
+                        surplus.push(token);
                     } else {
                         self.queue.push_back(lease);
                     }
                 }
+                if !surplus.is_empty() {
+                    self.promised = self.promised.saturating_sub(surplus.len() as u32);
+                    self.send(Outgoing::Returned(v1::ReturnLeases { tokens: surplus }))
+                        .await;
+                }
                 if self.running.is_none() {
                     self.start_next();
                 }
+                // Tiny chunks: hold more of them.
+                self.pull_more().await;
             }
             Some(Incoming::Revoke(revoke)) => {
+                let queued = self.queue.len();
+                self.queue.retain(|l| {
+                    l.token
+                        .as_ref()
+                        .is_none_or(|token| !revoke.tokens.contains(token))
+                });
+                let dropped = (queued - self.queue.len()) as u32;
+                self.promised = self.promised.saturating_sub(dropped);
                 for token in revoke.tokens {
-                    let queued = self.queue.len();
-                    self.queue.retain(|l| l.token.as_ref() != Some(&token));
-                    let dropped = queued - self.queue.len();
-                    if self.running_lease.as_ref() == Some(&token) {
-                        self.running_revoked = true;
-                    }
-                    for _ in 0..dropped {
-                        self.pull_one().await;
+                    if self.running_tokens.contains(&token) {
+                        self.revoked_running.push(token);
                     }
                 }
+                self.pull_more().await;
             }
             Some(Incoming::Welcome(_)) | None => {
                 tracing::debug!("ignoring an unexpected coordinator message");
@@ -263,67 +310,130 @@ impl Session<'_> {
         }
     }
 
-    /// Starts the next queued chunk on the compute pool.
+    /// How many leases to hold: `prefetch`, or more when chunks are so
+    /// small that a batch of them is needed to keep the threads busy.
+    fn wanted(&self) -> u32 {
+        let batches = self
+            .typical_len
+            .map_or(0.0, |len| (2 * BATCH_ELEMENTS) as f64 / len.max(1.0));
+        (batches.ceil() as u32).clamp(self.config.prefetch, MAX_HELD.max(self.config.prefetch))
+    }
+
+    fn learn_len(&mut self, len: u64) {
+        let len = len as f64;
+        self.typical_len = Some(match self.typical_len {
+            None => len,
+            Some(typical) => typical + 0.2 * (len - typical),
+        });
+    }
+
+    /// Slots to ask for now so that held plus asked-for reaches
+    /// [`Session::wanted`]; counts them as promised.
+    fn top_up(&mut self) -> u32 {
+        if self.draining {
+            return 0;
+        }
+        let slots = self.wanted().saturating_sub(self.promised);
+        self.promised += slots;
+        slots
+    }
+
+    async fn pull_more(&mut self) {
+        let slots = self.top_up();
+        if slots > 0 {
+            self.send(Outgoing::Pull(v1::PullRequest { slots })).await;
+        }
+    }
+
+    /// Starts the next batch of queued leases on the compute pool: one
+    /// lease, or several small ones computed back to back.
     fn start_next(&mut self) {
-        let Some(lease) = self.queue.pop_front() else {
+        let mut batch = Vec::new();
+        let mut elements = 0u64;
+        while let Some(lease) = self.queue.front() {
+            if !batch.is_empty() && elements + lease.len > BATCH_ELEMENTS {
+                break;
+            }
+            elements += lease.len;
+            if let Some(lease) = self.queue.pop_front() {
+                batch.push(lease);
+            }
+        }
+        if batch.is_empty() {
             return;
-        };
-        self.running_lease = lease.token;
+        }
+        self.running_tokens = batch.iter().filter_map(|l| l.token).collect();
         let pool = Arc::clone(self.pool);
         self.running = Some(Box::pin(async move {
-            let started = Instant::now();
-            let work = lease.clone();
-            let outcome = pool
-                .run(move || compute(&work))
-                .await
-                .unwrap_or_else(|err| {
-                    Err(ChunkFailure {
-                        message: err.to_string(),
-                        retryable: true,
+            let leases = batch.clone();
+            let computed = pool.run(move || compute_batch(&leases)).await;
+            match computed {
+                Ok(answers) => answers,
+                // The pool lost the task: every lease of the batch failed.
+                Err(err) => batch
+                    .into_iter()
+                    .map(|lease| {
+                        let failure = ChunkFailure {
+                            message: err.to_string(),
+                            retryable: true,
+                        };
+                        (lease, Duration::ZERO, Err(failure))
                     })
-                });
-            (lease, started.elapsed(), outcome)
+                    .collect(),
+            }
         }));
     }
 
-    async fn report(&mut self, (lease, took, outcome): ChunkAnswer, revoked: bool) {
-        if revoked {
-            tracing::debug!(token = ?lease.token, "dropping the result of a revoked lease");
-        } else {
-            let message = match outcome {
-                Ok(output) => Outgoing::Result(result_message(lease.token, output, took)),
+    /// Sends a finished batch's results (and failures) with the pull that
+    /// replaces its leases.
+    async fn report(&mut self, answers: Vec<ChunkAnswer>, revoked: &[v1::LeaseToken]) {
+        self.promised = self.promised.saturating_sub(answers.len() as u32);
+        let mut results = Vec::new();
+        for (lease, took, outcome) in answers {
+            if lease.token.as_ref().is_some_and(|t| revoked.contains(t)) {
+                tracing::debug!(token = ?lease.token, "dropping the result of a revoked lease");
+                continue;
+            }
+            match outcome {
+                Ok(output) => results.push(result_message(lease.token, output, took)),
                 Err(failure) => {
                     tracing::warn!(token = ?lease.token, error = %failure.message, "chunk failed");
-                    Outgoing::Failure(v1::ChunkFailure {
+                    self.send(Outgoing::Failure(v1::ChunkFailure {
                         token: lease.token,
                         message: failure.message,
                         retryable: failure.retryable,
-                    })
+                    }))
+                    .await;
                 }
-            };
-            self.send(message).await;
+            }
         }
-        self.pull_one().await;
+        let pull = self.top_up();
+        if results.is_empty() {
+            if pull > 0 {
+                self.send(Outgoing::Pull(v1::PullRequest { slots: pull }))
+                    .await;
+            }
+        } else if results.len() == 1 && pull == 0 {
+            if let Some(result) = results.pop() {
+                self.send(Outgoing::Result(result)).await;
+            }
+        } else {
+            self.send(Outgoing::Results(v1::ChunkResults { results, pull }))
+                .await;
+        }
     }
 
     async fn begin_drain(&mut self) {
         self.draining = true;
         tracing::info!(
             queued = self.queue.len(),
-            running = self.running.is_some(),
-            "draining: finishing the running chunk and handing back the rest"
+            running = self.running_tokens.len(),
+            "draining: finishing the running chunks and handing back the rest"
         );
         self.send(Outgoing::Drain(v1::DrainNotice {})).await;
         let tokens: Vec<v1::LeaseToken> = self.queue.drain(..).filter_map(|l| l.token).collect();
         if !tokens.is_empty() {
             self.send(Outgoing::Returned(v1::ReturnLeases { tokens }))
-                .await;
-        }
-    }
-
-    async fn pull_one(&mut self) {
-        if !self.draining {
-            self.send(Outgoing::Pull(v1::PullRequest { slots: 1 }))
                 .await;
         }
     }
@@ -354,7 +464,27 @@ fn send_now(outbox: &mpsc::Sender<v1::WorkerMessage>, kind: Outgoing) {
     let _ = outbox.try_send(v1::WorkerMessage { kind: Some(kind) });
 }
 
-/// Computes one lease; runs on the compute pool.
+/// Computes a batch of leases one after another, timing each; runs on the
+/// compute pool.
+fn compute_batch(leases: &[v1::ChunkLease]) -> Vec<ChunkAnswer> {
+    leases
+        .iter()
+        .map(|lease| {
+            let started = Instant::now();
+            // Each lease catches its own panic, so a poison chunk fails
+            // alone and not the rest of its batch.
+            let outcome = catch_panic(|| compute(lease)).unwrap_or_else(|err| {
+                Err(ChunkFailure {
+                    message: err.to_string(),
+                    retryable: true,
+                })
+            });
+            (lease.clone(), started.elapsed(), outcome)
+        })
+        .collect()
+}
+
+/// Computes one lease.
 fn compute(lease: &v1::ChunkLease) -> Result<ChunkOutput, ChunkFailure> {
     let permanent = |message: String| ChunkFailure {
         message,

@@ -57,6 +57,8 @@ pub(crate) struct LiveLease {
     pub attempt: u32,
     pub worker: WorkerId,
     pub granted_at: Instant,
+    /// A second lease given while the first was straggling.
+    pub backup: bool,
 }
 
 impl Chunk {
@@ -73,13 +75,14 @@ impl Chunk {
     }
 
     /// Starts a lease for `worker`, returning its attempt number.
-    pub fn lease(&mut self, worker: WorkerId, now: Instant) -> u32 {
+    pub fn lease(&mut self, worker: WorkerId, now: Instant, backup: bool) -> u32 {
         let attempt = self.next_attempt;
         self.next_attempt += 1;
         let lease = LiveLease {
             attempt,
             worker,
             granted_at: now,
+            backup,
         };
         match &mut self.state {
             ChunkState::Running { live } => live.push(lease),
@@ -114,13 +117,21 @@ impl Chunk {
         false
     }
 
-    /// Marks the chunk done, returning the other live leases (to revoke).
-    pub fn finish(&mut self, summary: ChunkSummary, values: Option<Bytes>) -> Vec<LiveLease> {
+    /// Marks the chunk done with the result of lease `attempt`, returning
+    /// that lease and the other live ones (to revoke).
+    pub fn finish(
+        &mut self,
+        attempt: u32,
+        summary: ChunkSummary,
+        values: Option<Bytes>,
+    ) -> (Option<LiveLease>, Vec<LiveLease>) {
         let previous = std::mem::replace(&mut self.state, ChunkState::Done { summary, values });
-        match previous {
-            ChunkState::Running { live } => live,
-            _ => Vec::new(),
-        }
+        let ChunkState::Running { live } = previous else {
+            return (None, Vec::new());
+        };
+        let (winner, losers): (Vec<LiveLease>, Vec<LiveLease>) =
+            live.into_iter().partition(|l| l.attempt == attempt);
+        (winner.into_iter().next(), losers)
     }
 
     /// Live leases, if any.

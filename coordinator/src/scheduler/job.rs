@@ -15,9 +15,9 @@ use farm_catalog::grid::leaf_count;
 use farm_catalog::summary::DIGEST_LEN;
 use farm_catalog::{ChunkSummary, Reducer, Summary};
 
-use super::chunk::{Chunk, ChunkState};
-use super::policy::next_chunk_len;
-use super::{JobId, JobSpec, WindowLimits, WorkerId};
+use super::chunk::{Chunk, ChunkState, LiveLease};
+use super::policy::{Sizing, next_chunk_len};
+use super::{JobId, JobSpec, JobState, JobStatus, Lease, LeaseToken, WindowLimits, WorkerId};
 
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -38,9 +38,33 @@ pub(crate) struct Job {
     buffered_bytes: u64,
     /// Estimated result bytes of chunks being computed.
     inflight_bytes: u64,
-    pub leases_granted: u64,
+    pub counters: JobCounters,
     pub workers_used: BTreeSet<WorkerId>,
     pub outcome: Option<JobOutcome>,
+    /// When the outcome was decided.
+    ended_at: Option<Instant>,
+}
+
+/// What happened to one job's chunks, for `farm status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobCounters {
+    /// Every lease: first tries, retries and backups.
+    pub leases_granted: u64,
+    pub retries: u64,
+    pub backups_granted: u64,
+    pub backups_won: u64,
+    pub results_rejected_stale: u64,
+}
+
+/// What accepting a result did.
+#[derive(Debug, Default)]
+pub(crate) struct Accepted {
+    /// Other live leases of the chunk, now to be revoked.
+    pub losers: Vec<LiveLease>,
+    /// Chunks were released to the merge.
+    pub released: bool,
+    /// The result came from a backup lease.
+    pub backup_won: bool,
 }
 
 /// Released, ordered values for the client.
@@ -116,9 +140,10 @@ impl Job {
             ready: VecDeque::new(),
             buffered_bytes: 0,
             inflight_bytes: 0,
-            leases_granted: 0,
+            counters: JobCounters::default(),
             workers_used: BTreeSet::new(),
             outcome: None,
+            ended_at: None,
         };
         job.check_finished(now);
         job
@@ -130,7 +155,7 @@ impl Job {
 
     /// The next chunk a worker may lease: retries first (the lowest index
     /// holds up the merge), then a newly carved chunk if the window allows.
-    pub fn next_work(&mut self, limits: &WindowLimits, cluster_threads: u64) -> Work {
+    pub fn next_work(&mut self, limits: &WindowLimits, sizing: Sizing) -> Work {
         if !self.is_running() {
             return Work::None;
         }
@@ -143,7 +168,7 @@ impl Job {
         let len = next_chunk_len(
             self.spec.chunk_size,
             self.spec.n - self.next_offset,
-            cluster_threads,
+            sizing,
             self.spec.stream_values,
         );
         let held = self.buffered_bytes + self.inflight_bytes;
@@ -169,17 +194,37 @@ impl Job {
         self.window.get_mut(usize::try_from(position).ok()?)
     }
 
-    /// Bookkeeping for a lease just granted on chunk `index`.
-    pub fn leased(&mut self, index: u64, worker: WorkerId, now: Instant) -> Option<u32> {
+    /// Grants a lease on chunk `index` to `worker`.
+    pub fn lease(
+        &mut self,
+        index: u64,
+        worker: WorkerId,
+        now: Instant,
+        backup: bool,
+    ) -> Option<Lease> {
         let chunk = self.chunk_mut(index)?;
         let was_running = !chunk.live_leases().is_empty();
-        let attempt = chunk.lease(worker, now);
-        let len = chunk.len;
+        let attempt = chunk.lease(worker, now, backup);
+        let (offset, len) = (chunk.offset, chunk.len);
         if !was_running {
             self.inflight_bytes += self.result_bytes(len);
         }
-        self.leases_granted += 1;
-        Some(attempt)
+        self.counters.leases_granted += 1;
+        if backup {
+            self.counters.backups_granted += 1;
+        }
+        Some(Lease {
+            token: LeaseToken {
+                job: self.id,
+                chunk: index,
+                attempt,
+            },
+            function: self.spec.function,
+            job_start: self.spec.start,
+            offset,
+            len,
+            stream_values: self.spec.stream_values,
+        })
     }
 
     /// A live lease ended without a result: back to the retry queue if no
@@ -199,27 +244,33 @@ impl Job {
     }
 
     /// Stores a verified result and releases every chunk now in order.
-    /// Returns the other live leases of the chunk (to revoke) and whether
-    /// anything was released.
     pub fn accept(
         &mut self,
-        index: u64,
+        token: LeaseToken,
         summary: ChunkSummary,
         values: Option<Bytes>,
         worker: WorkerId,
         now: Instant,
-    ) -> (Vec<super::chunk::LiveLease>, bool) {
+    ) -> Accepted {
         let held = summary.size_bytes() as u64 + values.as_ref().map_or(0, |v| v.len() as u64);
-        let Some(chunk) = self.chunk_mut(index) else {
-            return (Vec::new(), false);
+        let Some(chunk) = self.chunk_mut(token.chunk) else {
+            return Accepted::default();
         };
         let len = chunk.len;
-        let others = chunk.finish(summary, values);
+        let (winner, losers) = chunk.finish(token.attempt, summary, values);
+        let backup_won = winner.is_some_and(|w| w.backup);
+        if backup_won {
+            self.counters.backups_won += 1;
+        }
         self.inflight_bytes = self.inflight_bytes.saturating_sub(self.result_bytes(len));
         self.buffered_bytes += held;
         self.workers_used.insert(worker);
         let released = self.release_in_order(now);
-        (others, released)
+        Accepted {
+            losers,
+            released,
+            backup_won,
+        }
     }
 
     /// Pops done chunks off the front of the window into the reducer and
@@ -239,10 +290,13 @@ impl Job {
                 .buffered_bytes
                 .saturating_sub(summary.size_bytes() as u64);
             if let Err(err) = self.reducer.push_chunk(chunk.len, &summary) {
-                self.fail(JobFailure::Merge {
-                    job: self.id,
-                    reason: err.to_string(),
-                });
+                self.fail(
+                    JobFailure::Merge {
+                        job: self.id,
+                        reason: err.to_string(),
+                    },
+                    now,
+                );
                 return true;
             }
             if let Some(values_le) = values {
@@ -260,12 +314,13 @@ impl Job {
         if self.outcome.is_some() || self.reducer.elements() != self.spec.n {
             return;
         }
+        self.ended_at = Some(now);
         self.outcome = Some(match self.reducer.finish(self.spec.n) {
             Ok(summary) => JobOutcome::Finished(JobResult {
                 summary,
                 chunks: self.released_chunks,
                 workers: self.workers_used.len() as u32,
-                attempts: self.leases_granted,
+                attempts: self.counters.leases_granted,
                 elapsed: now.saturating_duration_since(self.accepted_at),
             }),
             Err(err) => JobOutcome::Failed(JobFailure::Merge {
@@ -276,9 +331,10 @@ impl Job {
     }
 
     /// Fails the job (first failure wins) and drops everything it held.
-    pub fn fail(&mut self, failure: JobFailure) {
+    pub fn fail(&mut self, failure: JobFailure, now: Instant) {
         if self.outcome.is_none() {
             self.outcome = Some(JobOutcome::Failed(failure));
+            self.ended_at = Some(now);
         }
         self.ready.clear();
         self.retry.clear();
@@ -318,8 +374,52 @@ impl Job {
         self.released_chunks
     }
 
+    /// Everything is carved and nothing waits for a retry: the only work
+    /// left is in flight, where backups may help.
+    pub fn only_running_left(&self) -> bool {
+        self.is_running() && self.next_offset >= self.spec.n && self.retry.is_empty()
+    }
+
+    /// Chunks in the window with exactly one live lease, by index.
+    pub fn singly_leased(&self) -> impl Iterator<Item = (u64, &Chunk, LiveLease)> + '_ {
+        self.window
+            .iter()
+            .enumerate()
+            .filter_map(move |(position, chunk)| match chunk.live_leases() {
+                [only] => Some((self.released_chunks + position as u64, chunk, *only)),
+                _ => None,
+            })
+    }
+
+    pub fn status(&self, now: Instant) -> JobStatus {
+        let state = match &self.outcome {
+            None => JobState::Running,
+            Some(JobOutcome::Finished(_)) => JobState::Finished,
+            Some(JobOutcome::Failed(failure)) => JobState::Failed(failure.to_string()),
+        };
+        let chunks_running = self
+            .window
+            .iter()
+            .filter(|c| !c.live_leases().is_empty())
+            .count() as u64;
+        JobStatus {
+            id: self.id,
+            spec: self.spec.clone(),
+            state,
+            elements_done: self.elements_done(),
+            chunks_done: self.chunks_done(),
+            chunks_running,
+            counters: self.counters,
+            workers: self.workers_used.iter().copied().collect(),
+            elapsed: self
+                .ended_at
+                .unwrap_or(now)
+                .saturating_duration_since(self.accepted_at),
+        }
+    }
+
     /// Every live lease of the job, for revocation.
-    pub fn live_leases(&self) -> Vec<(u64, super::chunk::LiveLease)> {
+    pub fn live_leases(&self) -> Vec<(u64, LiveLease)> {
         let mut leases = Vec::new();
         for (position, chunk) in self.window.iter().enumerate() {
             for lease in chunk.live_leases() {

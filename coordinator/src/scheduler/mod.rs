@@ -14,11 +14,14 @@ mod job;
 pub mod policy;
 #[cfg(test)]
 mod proptests;
+mod speed;
+mod stragglers;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +29,8 @@ use farm_catalog::{ChunkSummary, Function};
 
 use job::{Job, Work};
 pub use job::{JobFailure, JobOutcome, JobResult, ValuesBatch};
+use policy::Sizing;
+use speed::{ClusterSpeed, Speed};
 
 /// A connected worker, numbered by the coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -99,6 +104,8 @@ pub struct Lease {
 pub struct ChunkReport {
     pub summary: ChunkSummary,
     pub values: Option<Bytes>,
+    /// Wall time the worker spent computing the chunk (zero if unknown).
+    pub compute: Duration,
 }
 
 /// Something the caller must do after a scheduler call.
@@ -114,8 +121,6 @@ pub enum Effect {
         worker: WorkerId,
         tokens: Vec<LeaseToken>,
     },
-    /// The worker was declared dead: close its session.
-    Disconnect { worker: WorkerId },
     /// The job has values, or an outcome, for its stream.
     JobReady(JobId),
 }
@@ -148,7 +153,8 @@ impl Default for SchedulerConfig {
             lease_timeout: Duration::from_secs(5),
             max_attempts: 4,
             window: WindowLimits {
-                max_chunks: 1024,
+                // Enough for 1,000 workers with two leases each.
+                max_chunks: 8192,
                 max_bytes: 64 << 20,
             },
             max_running_jobs: 64,
@@ -177,6 +183,10 @@ pub struct Counters {
     pub results_rejected_stale: u64,
     pub chunk_failures: u64,
     pub retries: u64,
+    /// Second leases of chunks held by a straggler.
+    pub backups_granted: u64,
+    /// Chunks whose backup lease reported first.
+    pub backups_won: u64,
     pub jobs_submitted: u64,
     pub jobs_finished: u64,
     pub jobs_failed: u64,
@@ -184,7 +194,7 @@ pub struct Counters {
 }
 
 /// One worker as `farm workers` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerStatus {
     pub id: WorkerId,
     pub info: WorkerInfo,
@@ -192,6 +202,11 @@ pub struct WorkerStatus {
     pub chunks_completed: u64,
     pub elements_completed: u64,
     pub draining: bool,
+    /// Silent past the lease timeout: its leases were reassigned; it is
+    /// taken back if it speaks again.
+    pub silent: bool,
+    /// Measured elements per second, once it has reported a chunk.
+    pub speed: Option<f64>,
     pub last_seen: Duration,
 }
 
@@ -212,16 +227,57 @@ pub enum SubmitError {
     TooManyJobs { running: usize },
 }
 
+/// How a job stands, for `farm status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobStatus {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub elements_done: u64,
+    pub chunks_done: u64,
+    /// Chunks leased and not yet finished.
+    pub chunks_running: u64,
+    pub counters: JobCounters,
+    pub workers: Vec<WorkerId>,
+    /// Since the job was accepted, or until it ended.
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Finished,
+    Failed(String),
+    /// Its client went away, or the coordinator is shutting down.
+    Cancelled,
+}
+
+pub use job::JobCounters;
+
+/// Ended jobs `farm status` can still describe.
+const ENDED_JOBS_KEPT: usize = 256;
+
 #[derive(Debug)]
 struct WorkerEntry {
     info: WorkerInfo,
     /// Leases asked for and not yet granted.
     demand: u32,
+    /// Live leases, in the order they were granted (the order the worker
+    /// computes them in).
     leases: Vec<LeaseToken>,
     last_seen: Instant,
     draining: bool,
+    /// Silent past the lease timeout; see [`Scheduler::expire`].
+    silent: bool,
+    speed: Option<Speed>,
     chunks_completed: u64,
     elements_completed: u64,
+}
+
+impl WorkerEntry {
+    fn takes_work(&self) -> bool {
+        !self.draining && !self.silent
+    }
 }
 
 /// The scheduling state of the whole coordinator.
@@ -229,7 +285,13 @@ struct WorkerEntry {
 pub struct Scheduler {
     config: SchedulerConfig,
     workers: BTreeMap<WorkerId, WorkerEntry>,
+    /// Workers with demand that take work: kept so that assigning costs
+    /// the same with 4 workers or 1,000.
+    hungry: BTreeSet<WorkerId>,
+    /// Speed of the workers that take work.
+    cluster: ClusterSpeed,
     jobs: BTreeMap<JobId, Job>,
+    ended: VecDeque<JobStatus>,
     next_worker: u64,
     next_job: u64,
     /// Where the round-robin over jobs resumes, for fairness.
@@ -243,7 +305,10 @@ impl Scheduler {
         Scheduler {
             config,
             workers: BTreeMap::new(),
+            hungry: BTreeSet::new(),
+            cluster: ClusterSpeed::default(),
             jobs: BTreeMap::new(),
+            ended: VecDeque::new(),
             next_worker: 1,
             next_job: 1,
             job_cursor: JobId(0),
@@ -270,6 +335,7 @@ impl Scheduler {
     pub fn register_worker(&mut self, info: WorkerInfo, now: Instant) -> WorkerId {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
+        self.cluster.add(None, info.threads);
         self.workers.insert(
             id,
             WorkerEntry {
@@ -278,6 +344,8 @@ impl Scheduler {
                 leases: Vec::new(),
                 last_seen: now,
                 draining: false,
+                silent: false,
+                speed: None,
                 chunks_completed: 0,
                 elements_completed: 0,
             },
@@ -285,32 +353,58 @@ impl Scheduler {
         id
     }
 
-    /// Any message from a worker proves it alive.
-    pub fn heard_from(&mut self, worker: WorkerId, now: Instant) {
-        if let Some(entry) = self.workers.get_mut(&worker) {
-            entry.last_seen = now;
+    /// Changes a worker and keeps the cluster's speed and the hungry set
+    /// in step with it. False if the worker is unknown.
+    fn update_worker(&mut self, id: WorkerId, change: impl FnOnce(&mut WorkerEntry)) -> bool {
+        let Some(entry) = self.workers.get_mut(&id) else {
+            return false;
+        };
+        if entry.takes_work() {
+            self.cluster.remove(entry.speed, entry.info.threads);
         }
+        change(entry);
+        if entry.takes_work() {
+            self.cluster.add(entry.speed, entry.info.threads);
+        }
+        if entry.takes_work() && entry.demand > 0 {
+            self.hungry.insert(id);
+        } else {
+            self.hungry.remove(&id);
+        }
+        true
+    }
+
+    /// Any message from a worker proves it alive. A silent worker that
+    /// speaks again is taken back: its old leases are gone (its results
+    /// for them will be stale), and it takes new work as it asks.
+    pub fn heard_from(&mut self, worker: WorkerId, now: Instant) {
+        self.update_worker(worker, |entry| {
+            entry.last_seen = now;
+            entry.silent = false;
+        });
     }
 
     /// The worker asks for `slots` more leases.
     pub fn pull(&mut self, worker: WorkerId, slots: u32, now: Instant) {
-        let Some(entry) = self.workers.get_mut(&worker) else {
-            return;
-        };
-        entry.last_seen = now;
-        if !entry.draining {
-            entry.demand = entry.demand.saturating_add(slots);
+        let known = self.update_worker(worker, |entry| {
+            entry.last_seen = now;
+            entry.silent = false;
+            if !entry.draining {
+                entry.demand = entry.demand.saturating_add(slots);
+            }
+        });
+        if known {
+            self.assign(now);
         }
-        self.assign(now);
     }
 
     /// The worker stops taking leases; it will finish or return what it holds.
     pub fn drain(&mut self, worker: WorkerId, now: Instant) {
-        if let Some(entry) = self.workers.get_mut(&worker) {
+        self.update_worker(worker, |entry| {
             entry.last_seen = now;
             entry.draining = true;
             entry.demand = 0;
-        }
+        });
     }
 
     /// The worker hands back leases it never started; they are re-leased at
@@ -327,57 +421,70 @@ impl Scheduler {
 
     /// The worker's session ended: its leases go back to the queue at once.
     pub fn disconnect_worker(&mut self, worker: WorkerId, now: Instant) {
-        self.remove_worker(worker);
+        self.hungry.remove(&worker);
+        let Some(entry) = self.workers.remove(&worker) else {
+            return;
+        };
+        if entry.takes_work() {
+            self.cluster.remove(entry.speed, entry.info.threads);
+        }
+        self.requeue(worker, entry.leases, now);
         self.assign(now);
     }
 
-    /// Declares dead every worker silent for longer than the lease timeout.
+    /// The periodic check: declares silent workers dead and gives idle
+    /// workers backups of straggling chunks.
+    pub fn tick(&mut self, now: Instant) {
+        self.expire(now);
+        self.assign(now);
+    }
+
+    /// Workers silent for longer than the lease timeout lose their leases,
+    /// which go back to the queue. Their sessions stay open: a worker that
+    /// was only paused (a stopped process, a long GC, a congested link)
+    /// comes back, has its late results rejected by fencing, and carries
+    /// on. A dead one is dropped when its connection's keepalive fails.
     pub fn expire(&mut self, now: Instant) {
         let timeout = self.config.lease_timeout;
         let silent: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, w)| now.saturating_duration_since(w.last_seen) > timeout)
+            .filter(|(_, w)| !w.silent && now.saturating_duration_since(w.last_seen) > timeout)
             .map(|(id, _)| *id)
             .collect();
-        if silent.is_empty() {
-            return;
-        }
         for worker in silent {
-            let held = self.workers.get(&worker).map_or(0, |w| w.leases.len());
-            self.counters.leases_expired += held as u64;
-            self.remove_worker(worker);
-            self.effects.push(Effect::Disconnect { worker });
+            let mut lost = Vec::new();
+            // Its demand stays: a worker that wakes up asks only to
+            // replace leases it reports, so demand it already sent would
+            // otherwise be lost for good.
+            self.update_worker(worker, |entry| {
+                entry.silent = true;
+                lost = std::mem::take(&mut entry.leases);
+            });
+            self.counters.leases_expired += lost.len() as u64;
+            self.requeue(worker, lost, now);
         }
         self.assign(now);
     }
 
-    fn remove_worker(&mut self, worker: WorkerId) {
-        let Some(entry) = self.workers.remove(&worker) else {
-            return;
-        };
-        for token in entry.leases {
-            self.lease_lost(worker, token);
+    /// Leases of a lost or silent worker end; each counts as a try.
+    fn requeue(&mut self, worker: WorkerId, tokens: Vec<LeaseToken>, now: Instant) {
+        for token in tokens {
+            let Some(job) = self.jobs.get_mut(&token.job) else {
+                continue;
+            };
+            let live = job
+                .chunk(token.chunk)
+                .is_some_and(|c| c.is_live(token.attempt, worker));
+            if live {
+                job.lease_ended(token.chunk, token.attempt, true);
+                self.after_try_ended(token, now);
+            }
         }
-    }
-
-    /// A live lease of a removed worker ends; counts as a try.
-    fn lease_lost(&mut self, worker: WorkerId, token: LeaseToken) {
-        let Some(job) = self.jobs.get_mut(&token.job) else {
-            return;
-        };
-        let live = job
-            .chunk(token.chunk)
-            .is_some_and(|c| c.is_live(token.attempt, worker));
-        if !live {
-            return;
-        }
-        job.lease_ended(token.chunk, token.attempt, true);
-        self.after_try_ended(token);
     }
 
     /// Fails the job if the chunk used up its tries, else counts a retry.
-    fn after_try_ended(&mut self, token: LeaseToken) {
+    fn after_try_ended(&mut self, token: LeaseToken, now: Instant) {
         let max_attempts = self.config.max_attempts;
         let Some(job) = self.jobs.get_mut(&token.job) else {
             return;
@@ -385,11 +492,16 @@ impl Scheduler {
         let Some(chunk) = job.chunk(token.chunk) else {
             return;
         };
-        if chunk.tries >= max_attempts && chunk.live_leases().is_empty() {
+        if !chunk.live_leases().is_empty() {
+            // A backup is still working on it.
+            return;
+        }
+        if chunk.tries >= max_attempts {
             if let Some(failure) = job.chunk_failure(token.chunk) {
-                self.fail_job(token.job, failure);
+                self.fail_job(token.job, failure, now);
             }
-        } else if chunk.live_leases().is_empty() {
+        } else {
+            job.counters.retries += 1;
             self.counters.retries += 1;
         }
     }
@@ -403,7 +515,7 @@ impl Scheduler {
         let Some(position) = entry.leases.iter().position(|t| *t == token) else {
             return false;
         };
-        entry.leases.swap_remove(position);
+        entry.leases.remove(position);
         if let Some(job) = self.jobs.get_mut(&token.job) {
             job.lease_ended(token.chunk, token.attempt, counts_as_try);
         }
@@ -444,20 +556,26 @@ impl Scheduler {
             return Err(Rejection::Malformed);
         }
 
-        let (others, released) =
-            job.accept(token.chunk, report.summary, report.values, worker, now);
+        let accepted = job.accept(token, report.summary, report.values, worker, now);
         match &job.outcome {
             Some(JobOutcome::Finished(_)) => self.counters.jobs_finished += 1,
             Some(JobOutcome::Failed(_)) => self.counters.jobs_failed += 1,
             None => {}
         }
         self.counters.results_accepted += 1;
-        if let Some(entry) = self.workers.get_mut(&worker) {
+        if accepted.backup_won {
+            self.counters.backups_won += 1;
+        }
+        let measured = (!report.compute.is_zero()).then(|| Speed::measured(len, report.compute));
+        self.update_worker(worker, |entry| {
             entry.leases.retain(|t| *t != token);
             entry.chunks_completed += 1;
             entry.elements_completed += len;
-        }
-        for other in others {
+            if let Some(measured) = measured {
+                entry.speed = Some(Speed::update(entry.speed, measured));
+            }
+        });
+        for other in accepted.losers {
             let other_token = LeaseToken {
                 attempt: other.attempt,
                 ..token
@@ -470,7 +588,7 @@ impl Scheduler {
                 tokens: vec![other_token],
             });
         }
-        if released {
+        if accepted.released {
             self.effects.push(Effect::JobReady(token.job));
         }
         self.assign(now);
@@ -495,18 +613,21 @@ impl Scheduler {
     /// Fencing: a report counts only under a live lease of `worker` on a
     /// running job. Anything else is counted as stale.
     fn check_live(&mut self, worker: WorkerId, token: LeaseToken) -> Result<(), Rejection> {
-        let live = self
-            .jobs
-            .get(&token.job)
-            .filter(|job| job.is_running())
-            .and_then(|job| job.chunk(token.chunk))
-            .is_some_and(|chunk| chunk.is_live(token.attempt, worker));
+        let job = self.jobs.get_mut(&token.job);
+        let live = job.as_ref().is_some_and(|job| {
+            job.is_running()
+                && job
+                    .chunk(token.chunk)
+                    .is_some_and(|chunk| chunk.is_live(token.attempt, worker))
+        });
         if live {
-            Ok(())
-        } else {
-            self.counters.results_rejected_stale += 1;
-            Err(Rejection::Stale)
+            return Ok(());
         }
+        if let Some(job) = job {
+            job.counters.results_rejected_stale += 1;
+        }
+        self.counters.results_rejected_stale += 1;
+        Err(Rejection::Stale)
     }
 
     fn fail_attempt(
@@ -530,7 +651,7 @@ impl Scheduler {
             }
         }
         if self.end_live_lease(worker, token, true) {
-            self.after_try_ended(token);
+            self.after_try_ended(token, now);
         }
         self.assign(now);
     }
@@ -538,7 +659,7 @@ impl Scheduler {
     // ------------------------------------------------------------ jobs
 
     pub fn submit(&mut self, spec: JobSpec, now: Instant) -> Result<JobId, SubmitError> {
-        let running = self.jobs.values().filter(|j| j.is_running()).count();
+        let running = self.running_jobs();
         if running >= self.config.max_running_jobs {
             return Err(SubmitError::TooManyJobs { running });
         }
@@ -565,7 +686,13 @@ impl Scheduler {
             self.counters.jobs_cancelled += 1;
         }
         self.revoke_all(job);
-        self.jobs.remove(&job);
+        if let Some(entry) = self.jobs.remove(&job) {
+            let state = match &entry.outcome {
+                None => JobState::Cancelled,
+                Some(outcome) => outcome_state(outcome),
+            };
+            self.remember_ended(&entry, state, now);
+        }
         self.assign(now);
     }
 
@@ -580,9 +707,13 @@ impl Scheduler {
             chunks_done: entry.chunks_done(),
             ..JobPoll::default()
         };
-        if !entry.has_ready() && entry.outcome.is_some() {
-            poll.outcome = entry.outcome.clone();
-            self.jobs.remove(&job);
+        if !entry.has_ready()
+            && let Some(outcome) = entry.outcome.clone()
+        {
+            if let Some(ended) = self.jobs.remove(&job) {
+                self.remember_ended(&ended, outcome_state(&outcome), now);
+            }
+            poll.outcome = Some(outcome);
         }
         poll.values = values;
         if !poll.values.is_empty() {
@@ -592,12 +723,12 @@ impl Scheduler {
         Some(poll)
     }
 
-    fn fail_job(&mut self, job: JobId, failure: JobFailure) {
+    fn fail_job(&mut self, job: JobId, failure: JobFailure, now: Instant) {
         self.revoke_all(job);
         if let Some(entry) = self.jobs.get_mut(&job)
             && entry.is_running()
         {
-            entry.fail(failure);
+            entry.fail(failure, now);
             self.counters.jobs_failed += 1;
             self.effects.push(Effect::JobReady(job));
         }
@@ -624,79 +755,108 @@ impl Scheduler {
         }
     }
 
+    fn remember_ended(&mut self, job: &Job, state: JobState, now: Instant) {
+        if self.ended.len() >= ENDED_JOBS_KEPT {
+            self.ended.pop_front();
+        }
+        let mut status = job.status(now);
+        status.state = state;
+        self.ended.push_back(status);
+    }
+
     // ------------------------------------------------------------ leasing
 
-    /// Grants work to every worker with demand, round-robin over jobs.
+    /// Grants work to every worker with demand, round-robin over jobs; a
+    /// worker left idle when no job has new work may get a backup of a
+    /// straggling chunk.
     fn assign(&mut self, now: Instant) {
-        let cluster_threads: u64 = self
-            .workers
-            .values()
-            .filter(|w| !w.draining)
-            .map(|w| u64::from(w.info.threads.max(1)))
-            .sum();
-        let hungry: Vec<WorkerId> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.demand > 0 && !w.draining)
-            .map(|(id, _)| *id)
-            .collect();
-        for worker in hungry {
-            let mut leases = Vec::new();
-            while self.workers.get(&worker).is_some_and(|w| w.demand > 0) {
-                let Some(lease) = self.next_lease(worker, cluster_threads, now) else {
-                    break;
-                };
-                if let Some(entry) = self.workers.get_mut(&worker) {
-                    entry.demand -= 1;
-                    entry.leases.push(lease.token);
-                }
-                self.counters.leases_granted += 1;
-                leases.push(lease);
-            }
-            if leases.is_empty() {
-                // No job has work for anyone now; stop looking.
+        let mut cursor: Option<WorkerId> = None;
+        let mut work_left = true;
+        loop {
+            let next = match cursor {
+                None => self.hungry.first(),
+                Some(last) => self
+                    .hungry
+                    .range((Bound::Excluded(last), Bound::Unbounded))
+                    .next(),
+            };
+            let Some(&worker) = next else {
                 break;
+            };
+            cursor = Some(worker);
+            let mut leases = Vec::new();
+            if work_left {
+                let sizing = self.sizing(worker);
+                while self.workers.get(&worker).is_some_and(|w| w.demand > 0) {
+                    let Some(lease) = self.next_lease(worker, sizing, now) else {
+                        work_left = false;
+                        break;
+                    };
+                    self.record_grant(worker, lease.token);
+                    leases.push(lease);
+                }
             }
-            self.effects.push(Effect::Grant { worker, leases });
+            if leases.is_empty() && self.leases_of(worker).is_empty() {
+                match self.backup_lease(worker, now) {
+                    Some(lease) => {
+                        self.record_grant(worker, lease.token);
+                        self.counters.backups_granted += 1;
+                        leases.push(lease);
+                    }
+                    // No straggler worth a backup now: the same holds for
+                    // the other idle workers, so stop looking.
+                    None if !work_left => break,
+                    None => {}
+                }
+            }
+            if !leases.is_empty() {
+                self.effects.push(Effect::Grant { worker, leases });
+            }
+        }
+    }
+
+    fn record_grant(&mut self, worker: WorkerId, token: LeaseToken) {
+        self.update_worker(worker, |entry| {
+            entry.demand = entry.demand.saturating_sub(1);
+            entry.leases.push(token);
+        });
+        self.counters.leases_granted += 1;
+    }
+
+    /// What chunk sizing knows about `worker`.
+    fn sizing(&self, worker: WorkerId) -> Sizing {
+        let Some(entry) = self.workers.get(&worker) else {
+            return Sizing {
+                share: 1.0,
+                speed: None,
+            };
+        };
+        Sizing {
+            share: self.cluster.share(entry.speed, entry.info.threads),
+            speed: self.cluster.estimate(entry.speed, entry.info.threads),
         }
     }
 
     /// The next lease for `worker`, taking jobs in turn after the cursor.
-    fn next_lease(
-        &mut self,
-        worker: WorkerId,
-        cluster_threads: u64,
-        now: Instant,
-    ) -> Option<Lease> {
-        let ids: Vec<JobId> = self
-            .jobs
-            .range(JobId(self.job_cursor.0 + 1)..)
-            .chain(self.jobs.range(..=self.job_cursor))
-            .map(|(id, _)| *id)
-            .collect();
+    fn next_lease(&mut self, worker: WorkerId, sizing: Sizing, now: Instant) -> Option<Lease> {
         let window = self.config.window;
-        for id in ids {
-            let Some(job) = self.jobs.get_mut(&id) else {
+        let mut cursor = self.job_cursor;
+        for _ in 0..self.jobs.len() {
+            let next = self
+                .jobs
+                .range((Bound::Excluded(cursor), Bound::Unbounded))
+                .next()
+                .or_else(|| self.jobs.first_key_value())
+                .map(|(id, _)| *id)?;
+            cursor = next;
+            let Some(job) = self.jobs.get_mut(&next) else {
                 continue;
             };
-            let Work::Chunk(index) = job.next_work(&window, cluster_threads) else {
+            let Work::Chunk(index) = job.next_work(&window, sizing) else {
                 continue;
             };
-            let attempt = job.leased(index, worker, now)?;
-            let chunk = job.chunk(index)?;
-            self.job_cursor = id;
-            return Some(Lease {
-                token: LeaseToken {
-                    job: id,
-                    chunk: index,
-                    attempt,
-                },
-                function: job.spec.function,
-                job_start: job.spec.start,
-                offset: chunk.offset,
-                len: chunk.len,
-                stream_values: job.spec.stream_values,
-            });
+            self.job_cursor = next;
+            return job.lease(index, worker, now, false);
         }
         None
     }
@@ -713,9 +873,19 @@ impl Scheduler {
                 chunks_completed: w.chunks_completed,
                 elements_completed: w.elements_completed,
                 draining: w.draining,
+                silent: w.silent,
+                speed: w.speed.map(|s| s.0),
                 last_seen: now.saturating_duration_since(w.last_seen),
             })
             .collect()
+    }
+
+    /// A running job, or one of the last [`ENDED_JOBS_KEPT`] that ended.
+    pub fn job_status(&self, job: JobId, now: Instant) -> Option<JobStatus> {
+        if let Some(entry) = self.jobs.get(&job) {
+            return Some(entry.status(now));
+        }
+        self.ended.iter().rev().find(|s| s.id == job).cloned()
     }
 
     pub fn running_jobs(&self) -> usize {
@@ -725,5 +895,12 @@ impl Scheduler {
     /// Leases `worker` holds now.
     pub fn leases_of(&self, worker: WorkerId) -> &[LeaseToken] {
         self.workers.get(&worker).map_or(&[], |w| &w.leases)
+    }
+}
+
+fn outcome_state(outcome: &JobOutcome) -> JobState {
+    match outcome {
+        JobOutcome::Finished(_) => JobState::Finished,
+        JobOutcome::Failed(failure) => JobState::Failed(failure.to_string()),
     }
 }

@@ -105,9 +105,6 @@ impl Harness {
                 Effect::Grant { worker, leases } => {
                     self.granted.extend(leases.into_iter().map(|l| (worker, l)));
                 }
-                Effect::Disconnect { worker } => {
-                    self.replace(worker);
-                }
                 Effect::Revoke { .. } | Effect::JobReady(_) => {}
             }
         }
@@ -156,7 +153,7 @@ impl Harness {
             Op::Heartbeat { worker } => self.s.heard_from(self.workers[worker], self.now),
             Op::Advance { millis } => {
                 self.now += Duration::from_millis(millis);
-                self.s.expire(self.now);
+                self.s.tick(self.now);
             }
             Op::Poll { max_bytes } => self.poll(max_bytes),
         }

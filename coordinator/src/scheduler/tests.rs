@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use farm_catalog::grid::LEAF_LEN;
+use farm_catalog::grid::{LEAF_LEN, round_to_leaves};
 use farm_catalog::summary::{le_bytes, summarize_values};
 use farm_catalog::{Function, Summary, evaluate};
 
@@ -30,6 +30,8 @@ pub(super) fn report_for(lease: &Lease) -> ChunkReport {
     ChunkReport {
         summary: out.summary,
         values: out.values.map(|v| Bytes::copy_from_slice(&le_bytes(&v))),
+        // As if every worker computed 1e9 elements per second.
+        compute: Duration::from_nanos(lease.len),
     }
 }
 
@@ -144,8 +146,9 @@ fn a_silent_worker_loses_its_leases_and_its_late_result_is_stale() {
     s.pull(fresh, 1, later);
     s.expire(later);
     let effects = s.take_effects();
-    assert!(effects.contains(&Effect::Disconnect { worker: slow }));
     let (to, second) = grants(&effects).remove(0);
+    assert!(s.leases_of(slow).is_empty());
+    assert!(s.worker_status(later)[0].silent);
     assert_eq!(to, fresh);
     assert_eq!(second.token.chunk, first.token.chunk);
     assert_eq!(second.token.attempt, first.token.attempt + 1);
@@ -174,6 +177,13 @@ fn a_silent_worker_loses_its_leases_and_its_late_result_is_stale() {
         ),
         (1, 1, 2)
     );
+
+    // Having spoken again, the zombie is a worker like any other.
+    assert!(!s.worker_status(later)[0].silent);
+    let next = s.submit(spec.clone(), later).unwrap();
+    s.pull(slow, 1, later);
+    let (to, lease) = grants(&s.take_effects()).remove(0);
+    assert_eq!((to, lease.token.job), (slow, next));
 }
 
 #[test]
@@ -430,4 +440,213 @@ fn the_running_job_cap_is_enforced() {
         s.submit(spec(LEAF_LEN, None, false), t0),
         Err(SubmitError::TooManyJobs { running: 1 })
     );
+}
+
+/// A report as if the worker computed at `speed` elements per second.
+fn report_at(lease: &Lease, speed: f64) -> ChunkReport {
+    ChunkReport {
+        compute: Duration::from_secs_f64(lease.len as f64 / speed),
+        ..report_for(lease)
+    }
+}
+
+fn worker_with(s: &mut Scheduler, threads: u32, now: Instant) -> WorkerId {
+    s.register_worker(
+        WorkerInfo {
+            name: format!("{threads} threads"),
+            threads,
+        },
+        now,
+    )
+}
+
+#[test]
+fn an_idle_worker_backs_up_a_straggler_and_the_first_result_wins() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let fast = worker(&mut s, t0);
+    let slow = worker(&mut s, t0);
+    let spec = spec(4 * LEAF_LEN, Some(LEAF_LEN), false);
+    let warmup = s.submit(spec.clone(), t0).unwrap();
+    // Teach the scheduler their speeds: fast 1e9/s, slow 1e7/s.
+    s.pull(fast, 2, t0);
+    s.pull(slow, 2, t0);
+    for (worker, lease) in grants(&s.take_effects()) {
+        let speed = if worker == fast { 1e9 } else { 1e7 };
+        s.complete(worker, lease.token, report_at(&lease, speed), t0)
+            .unwrap();
+    }
+    assert!(
+        s.poll_job(warmup, usize::MAX, t0)
+            .unwrap()
+            .outcome
+            .is_some()
+    );
+
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(slow, 1, t0);
+    s.pull(fast, 3, t0);
+    let leases = grants(&s.take_effects());
+    let (_, straggler) = leases.iter().find(|(w, _)| *w == slow).unwrap().clone();
+    for (worker, lease) in leases.iter().filter(|(w, _)| *w == fast) {
+        s.complete(*worker, lease.token, report_at(lease, 1e9), t0)
+            .unwrap();
+    }
+    assert!(grants(&s.take_effects()).is_empty(), "no demand, no lease");
+    s.pull(fast, 1, t0);
+    // The fast worker is idle and the slow one needs ~400 us for its
+    // chunk: the fast one gets a backup.
+    let backups = grants(&s.take_effects());
+    assert_eq!(backups.len(), 1);
+    let (to, backup) = backups[0].clone();
+    assert_eq!(to, fast);
+    assert_eq!(backup.token.chunk, straggler.token.chunk);
+    assert_eq!(backup.token.attempt, straggler.token.attempt + 1);
+
+    s.complete(fast, backup.token, report_at(&backup, 1e9), t0)
+        .unwrap();
+    let effects = s.take_effects();
+    assert!(effects.contains(&Effect::Revoke {
+        worker: slow,
+        tokens: vec![straggler.token]
+    }));
+    assert_eq!(
+        s.complete(slow, straggler.token, report_at(&straggler, 1e7), t0),
+        Err(Rejection::Stale)
+    );
+    let status = s.job_status(job, t0).unwrap();
+    assert_eq!(status.counters.backups_granted, 1);
+    assert_eq!(status.counters.backups_won, 1);
+    assert_eq!(status.counters.results_rejected_stale, 1);
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    let result = finished(&poll);
+    assert!(result.summary.bit_identical(&reference(&spec)));
+    assert_eq!(result.attempts, 5, "4 chunks and 1 backup");
+    let c = s.counters();
+    assert_eq!((c.backups_granted, c.backups_won), (1, 1));
+}
+
+#[test]
+fn equally_fast_workers_get_no_backups() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let a = worker(&mut s, t0);
+    let b = worker(&mut s, t0);
+    let spec = spec(8 * LEAF_LEN, Some(LEAF_LEN), false);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    let mut now = t0;
+    s.pull(a, 2, now);
+    s.pull(b, 2, now);
+    // Each worker reports its oldest lease every 4 us (1e9 elements/s);
+    // the idle moments at the end must not produce backups.
+    for _ in 0..100 {
+        now += Duration::from_nanos(LEAF_LEN);
+        for w in [a, b] {
+            let held = s.leases_of(w).first().copied();
+            if let Some(token) = held {
+                let offset = token.chunk * LEAF_LEN;
+                let lease = Lease {
+                    token,
+                    function: spec.function,
+                    job_start: spec.start,
+                    offset,
+                    len: LEAF_LEN,
+                    stream_values: false,
+                };
+                s.complete(w, token, report_at(&lease, 1e9), now).unwrap();
+                s.pull(w, 1, now);
+            }
+            s.tick(now);
+        }
+    }
+    let poll = s.poll_job(job, usize::MAX, now).unwrap();
+    assert_eq!(finished(&poll).attempts, 8);
+    assert_eq!(s.counters().backups_granted, 0);
+}
+
+#[test]
+fn chunk_sizes_follow_measured_speed() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let one = worker_with(&mut s, 1, t0);
+    let two = worker_with(&mut s, 2, t0);
+    // Before anything is measured, sizes follow threads.
+    let big = s.submit(spec(1 << 40, None, false), t0).unwrap();
+    s.pull(one, 1, t0);
+    s.pull(two, 1, t0);
+    let first = grants(&s.take_effects());
+    let len_of = |leases: &[(WorkerId, Lease)], w: WorkerId| {
+        leases.iter().find(|(to, _)| *to == w).unwrap().1.len
+    };
+    assert_eq!(len_of(&first, one), policy::MAX_SUMMARY_CHUNK);
+    // The two-thread worker turns out 4x as fast (2e9/s against 5e8/s).
+    for (w, lease) in &first {
+        let speed = if *w == one { 5e8 } else { 2e9 };
+        s.complete(*w, lease.token, report_at(lease, speed), t0)
+            .unwrap();
+    }
+    s.pull(one, 1, t0);
+    s.pull(two, 1, t0);
+    let second = grants(&s.take_effects());
+    // 25 ms at each worker's speed.
+    assert_eq!(len_of(&second, one), round_to_leaves(12_500_000));
+    assert_eq!(len_of(&second, two), round_to_leaves(50_000_000));
+    s.cancel(big, t0);
+}
+
+#[test]
+fn job_status_follows_a_job_to_its_end() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let w = worker(&mut s, t0);
+    let spec = spec(2 * LEAF_LEN, Some(LEAF_LEN), false);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(w, 1, t0);
+    let (_, lease) = grants(&s.take_effects()).remove(0);
+    let running = s.job_status(job, t0).unwrap();
+    assert_eq!(running.state, JobState::Running);
+    assert_eq!((running.chunks_running, running.chunks_done), (1, 0));
+    s.complete(w, lease.token, report_for(&lease), t0).unwrap();
+    s.pull(w, 1, t0);
+    let (_, lease) = grants(&s.take_effects()).remove(0);
+    s.complete(w, lease.token, report_for(&lease), t0).unwrap();
+    s.poll_job(job, usize::MAX, t0).unwrap();
+    let ended = s.job_status(job, t0).unwrap();
+    assert_eq!(ended.state, JobState::Finished);
+    assert_eq!(ended.elements_done, 2 * LEAF_LEN);
+    assert_eq!(ended.counters.leases_granted, 2);
+    assert_eq!(ended.workers, vec![w]);
+
+    let cancelled = s.submit(spec, t0).unwrap();
+    s.cancel(cancelled, t0);
+    assert_eq!(
+        s.job_status(cancelled, t0).unwrap().state,
+        JobState::Cancelled
+    );
+    assert!(s.job_status(JobId(999), t0).is_none());
+}
+
+#[test]
+fn a_thousand_workers_share_tiny_chunks() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let workers: Vec<WorkerId> = (0..1000).map(|_| worker(&mut s, t0)).collect();
+    let spec = spec(5000 * LEAF_LEN, Some(LEAF_LEN), false);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    for w in &workers {
+        s.pull(*w, 2, t0);
+    }
+    let mut outstanding = grants(&s.take_effects());
+    let mut served = BTreeSet::new();
+    while let Some((w, lease)) = outstanding.pop() {
+        served.insert(w);
+        s.complete(w, lease.token, report_for(&lease), t0).unwrap();
+        s.pull(w, 1, t0);
+        outstanding.extend(grants(&s.take_effects()));
+        let _ = s.poll_job(job, usize::MAX, t0);
+    }
+    let status = s.job_status(job, t0).unwrap();
+    assert_eq!(status.state, JobState::Finished);
+    assert_eq!(status.chunks_done, 5000);
+    assert_eq!(served.len(), 1000, "every worker got work");
 }

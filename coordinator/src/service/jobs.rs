@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::Hub;
+use super::{Hub, status};
 use crate::scheduler::{JobId, JobOutcome, JobPoll, SubmitError};
 use crate::validate;
 
@@ -98,40 +98,16 @@ impl JobService for JobsApi {
     ) -> Result<Response<v1::GetClusterStatusResponse>, Status> {
         validate::protocol_version("client", request.get_ref().protocol_version)
             .map_err(|e| to_status(&e))?;
-        let response = self.hub.with_scheduler(|s, now| {
-            let c = s.counters();
-            v1::GetClusterStatusResponse {
-                workers: s
-                    .worker_status(now)
-                    .into_iter()
-                    .map(|w| v1::WorkerStatus {
-                        worker_id: w.id.0,
-                        name: w.info.name,
-                        threads: w.info.threads,
-                        leases_held: w.leases_held,
-                        chunks_completed: w.chunks_completed,
-                        elements_completed: w.elements_completed,
-                        draining: w.draining,
-                        last_seen_ms: u64::try_from(w.last_seen.as_millis()).unwrap_or(u64::MAX),
-                    })
-                    .collect(),
-                counters: Some(v1::Counters {
-                    leases_granted: c.leases_granted,
-                    leases_expired: c.leases_expired,
-                    leases_returned: c.leases_returned,
-                    results_accepted: c.results_accepted,
-                    results_rejected_stale: c.results_rejected_stale,
-                    chunk_failures: c.chunk_failures,
-                    retries: c.retries,
-                    jobs_submitted: c.jobs_submitted,
-                    jobs_finished: c.jobs_finished,
-                    jobs_failed: c.jobs_failed,
-                    jobs_cancelled: c.jobs_cancelled,
-                }),
-                running_jobs: s.running_jobs() as u32,
-            }
-        });
-        Ok(Response::new(response))
+        Ok(Response::new(status::cluster(&self.hub)))
+    }
+
+    async fn get_job_status(
+        &self,
+        request: Request<v1::GetJobStatusRequest>,
+    ) -> Result<Response<v1::GetJobStatusResponse>, Status> {
+        validate::protocol_version("client", request.get_ref().protocol_version)
+            .map_err(|e| to_status(&e))?;
+        status::job(&self.hub, JobId(request.get_ref().job_id)).map(Response::new)
     }
 }
 

@@ -8,6 +8,7 @@
 //! in the order the scheduler produced them.
 
 mod jobs;
+mod status;
 mod workers;
 
 use std::collections::HashMap;
@@ -89,9 +90,9 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Declares silent workers dead; called on a timer.
-    pub fn expire(&self) {
-        self.with_scheduler(|s, now| s.expire(now));
+    /// Expires silent workers and hands out backups; called on a timer.
+    pub fn tick(&self) {
+        self.with_scheduler(|s, now| s.tick(now));
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {
@@ -125,14 +126,6 @@ impl HubState {
                         // A worker that cannot take a revocation will have
                         // its stale result rejected anyway.
                         self.send(worker, v1::coordinator_message::Kind::Revoke(revoke));
-                    }
-                    Effect::Disconnect { worker } => {
-                        if let Some(session) = self.sessions.remove(&worker) {
-                            let _ = session.outbox.try_send(Err(Status::unavailable(format!(
-                                "worker {worker} was silent for longer than the lease timeout; its leases were reassigned"
-                            ))));
-                            session.closed.cancel();
-                        }
                     }
                     Effect::JobReady(job) => {
                         if let Some(waker) = self.job_wakers.get(&job) {

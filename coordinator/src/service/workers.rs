@@ -7,7 +7,7 @@
 //! once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use farm_proto::error::to_status;
 use farm_proto::v1;
@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::{Hub, SESSION_QUEUE, Session, token_from_message};
-use crate::scheduler::{ChunkReport, Rejection, WorkerId};
+use crate::scheduler::{ChunkReport, Rejection, Scheduler, WorkerId};
 use crate::validate;
 
 /// How long a new session may take to say hello.
@@ -76,7 +76,7 @@ impl WorkerService for WorkersApi {
             let mut state = self.hub.lock();
             let worker = state
                 .scheduler
-                .register_worker(info.clone(), std::time::Instant::now());
+                .register_worker(info.clone(), Instant::now());
             let welcome = v1::Welcome {
                 worker_id: worker.0,
                 heartbeat_interval_ms: heartbeat_ms,
@@ -163,21 +163,18 @@ fn handle(hub: &Hub, worker: WorkerId, message: v1::WorkerMessage) -> Result<(),
             hub.with_scheduler(|s, now| s.return_leases(worker, &tokens, now));
         }
         Kind::Result(result) => {
-            let token = token_from_message(result.token.as_ref())
-                .ok_or_else(|| "a result without a lease token".to_owned())?;
-            let report = ChunkReport {
-                summary: result.chunk_summary(),
-                values: (!result.values_le.is_empty()).then_some(result.values_le),
-            };
-            match hub.with_scheduler(|s, now| s.complete(worker, token, report, now)) {
-                Ok(()) => {}
-                Err(Rejection::Stale) => {
-                    tracing::debug!(%worker, %token, "stale result rejected");
+            hub.with_scheduler(|s, now| report(s, worker, result, now))?;
+        }
+        Kind::Results(batch) => {
+            // One lock for the whole batch: this is what makes tiny chunks
+            // cheap.
+            hub.with_scheduler(|s, now| {
+                for result in batch.results {
+                    report(s, worker, result, now)?;
                 }
-                Err(Rejection::Malformed) => {
-                    tracing::warn!(%worker, %token, "malformed result rejected");
-                }
-            }
+                s.pull(worker, batch.pull.min(MAX_PULL_SLOTS), now);
+                Ok::<(), String>(())
+            })?;
         }
         Kind::Failure(failure) => {
             let token = token_from_message(failure.token.as_ref())
@@ -191,6 +188,30 @@ fn handle(hub: &Hub, worker: WorkerId, message: v1::WorkerMessage) -> Result<(),
     Ok(())
 }
 
+/// Hands one result to the scheduler; a result without a token ends the
+/// session.
+fn report(
+    s: &mut Scheduler,
+    worker: WorkerId,
+    result: v1::ChunkResult,
+    now: Instant,
+) -> Result<(), String> {
+    let token = token_from_message(result.token.as_ref())
+        .ok_or_else(|| "a result without a lease token".to_owned())?;
+    let compute = Duration::from_micros(result.compute_us);
+    let report = ChunkReport {
+        summary: result.chunk_summary(),
+        values: (!result.values_le.is_empty()).then_some(result.values_le),
+        compute,
+    };
+    match s.complete(worker, token, report, now) {
+        Ok(()) => {}
+        Err(Rejection::Stale) => tracing::debug!(%worker, %token, "stale result rejected"),
+        Err(Rejection::Malformed) => tracing::warn!(%worker, %token, "malformed result rejected"),
+    }
+    Ok(())
+}
+
 impl Hub {
     /// The session ended: forget its outbox and requeue its leases.
     fn worker_gone(&self, worker: WorkerId) {
@@ -198,9 +219,7 @@ impl Hub {
         if let Some(session) = state.sessions.remove(&worker) {
             session.closed.cancel();
         }
-        state
-            .scheduler
-            .disconnect_worker(worker, std::time::Instant::now());
+        state.scheduler.disconnect_worker(worker, Instant::now());
         state.apply_effects();
     }
 }

@@ -1,0 +1,103 @@
+//! Is the peer an HTTP/2 server at all?
+//!
+//! When something that is not a gRPC server answers on a coordinator's
+//! port, hyper reports either an HTTP/2 protocol error or, depending on
+//! timing, only that the connection closed under the call, which reads
+//! like a coordinator that crashed. This probe settles it: it sends the
+//! HTTP/2 connection preface and an empty SETTINGS frame, and reads the
+//! first frame header back. An HTTP/2 server always opens with SETTINGS.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The client connection preface (RFC 9113, 3.4), then an empty SETTINGS
+/// frame: length 0, type 4, no flags, stream 0.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// The frame type of SETTINGS.
+const SETTINGS: u8 = 0x4;
+
+/// What the probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// It answered with an HTTP/2 SETTINGS frame.
+    Http2,
+    /// It answered with something else (HTTP/1, a banner, garbage).
+    NotHttp2,
+    /// No answer: refused, closed without a word, or silent.
+    Unknown,
+}
+
+/// Probes `host_port` (`host:port`, no scheme), within `timeout`.
+pub async fn probe(host_port: &str, timeout: Duration) -> Peer {
+    tokio::time::timeout(timeout, exchange(host_port))
+        .await
+        .unwrap_or(Peer::Unknown)
+}
+
+async fn exchange(host_port: &str) -> Peer {
+    let Ok(mut stream) = TcpStream::connect(host_port).await else {
+        return Peer::Unknown;
+    };
+    if stream.write_all(PREFACE).await.is_err() {
+        return Peer::Unknown;
+    }
+    let mut header = [0u8; 9];
+    let mut read = 0;
+    while read < header.len() {
+        match stream.read(&mut header[read..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    match read {
+        0 => Peer::Unknown,
+        9 if header[3] == SETTINGS => Peer::Http2,
+        _ => Peer::NotHttp2,
+    }
+}
+
+/// `host:port` out of an address as users give it (`host:port` or
+/// `http://host:port`).
+pub fn host_port(address: &str) -> &str {
+    let rest = address.split_once("://").map_or(address, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn serve_once(answer: &'static [u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 64];
+            let _ = stream.read(&mut request).await;
+            let _ = stream.write_all(answer).await;
+            let _ = stream.read(&mut request).await;
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn tells_http2_from_http1() {
+        let http2 = serve_once(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00").await;
+        assert_eq!(probe(&http2, Duration::from_secs(5)).await, Peer::Http2);
+        let http1 = serve_once(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        assert_eq!(probe(&http1, Duration::from_secs(5)).await, Peer::NotHttp2);
+        let closed = serve_once(b"").await;
+        assert_eq!(probe(&closed, Duration::from_secs(5)).await, Peer::Unknown);
+    }
+
+    #[test]
+    fn host_port_strips_the_scheme() {
+        assert_eq!(host_port("http://a:1"), "a:1");
+        assert_eq!(host_port("a:1"), "a:1");
+        assert_eq!(host_port("http://a:1/"), "a:1");
+    }
+}
