@@ -28,6 +28,13 @@ pub enum Section {
     Hetero,
 }
 
+/// How simulated workers report results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimReport {
+    Batched,
+    Single,
+}
+
 #[derive(Debug, Parser)]
 #[command(about = "farm's benchmark: farm against references measured in the same run")]
 pub struct Args {
@@ -77,6 +84,13 @@ pub struct Args {
     /// scheduling: simulated workers of the small (reference) cluster.
     #[arg(long, default_value_t = 4)]
     pub sim_few_workers: usize,
+    /// scheduling: leases each simulated worker holds.
+    #[arg(long, default_value_t = 2)]
+    pub sim_hold: u32,
+    /// scheduling: how simulated workers report: `batched` (one
+    /// ChunkResults per grant) or `single` (a result and a pull per lease).
+    #[arg(long, value_enum, default_value = "batched")]
+    pub sim_report: SimReport,
     /// scheduling: repetitions of each simulated-cluster job.
     #[arg(long, default_value_t = 3)]
     pub sim_runs: usize,

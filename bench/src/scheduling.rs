@@ -14,7 +14,7 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::args::Args;
+use crate::args::{Args, SimReport};
 use crate::cluster::{LoopbackCluster, submit_json};
 use crate::sim_worker;
 use crate::stats::{median_f64, rate_spread};
@@ -82,21 +82,20 @@ fn simulated(args: &Args) -> anyhow::Result<()> {
         .thread_name("sim-workers")
         .enable_all()
         .build()?;
+    let behaviour = sim_worker::Behaviour {
+        hold: args.sim_hold,
+        batched: args.sim_report == SimReport::Batched,
+    };
+    let rate = |count| sim_rate(&coordinator, &workers, count, args.sim_chunks, behaviour);
     let (mut few, mut many) = (Vec::new(), Vec::new());
     for _ in 0..args.sim_runs {
-        few.push(sim_rate(
-            &coordinator,
-            &workers,
-            args.sim_few_workers,
-            args.sim_chunks,
-        )?);
-        many.push(sim_rate(
-            &coordinator,
-            &workers,
-            args.sim_workers,
-            args.sim_chunks,
-        )?);
+        few.push(rate(args.sim_few_workers)?);
+        many.push(rate(args.sim_workers)?);
     }
+    println!(
+        "simulated workers hold {} leases each and report {:?}",
+        args.sim_hold, args.sim_report
+    );
     println!(
         "simulated, {:>5} workers, {} chunks: {}   (reference)",
         args.sim_few_workers,
@@ -127,6 +126,7 @@ fn sim_rate(
     workers: &Runtime,
     count: usize,
     chunks: u64,
+    behaviour: sim_worker::Behaviour,
 ) -> anyhow::Result<f64> {
     let listener =
         coordinator.block_on(async { tokio::net::TcpListener::bind("127.0.0.1:0").await })?;
@@ -149,7 +149,12 @@ fn sim_rate(
         for i in 0..count {
             let channel = channels[i / SESSIONS_PER_CHANNEL].clone();
             let name = format!("sim-{i}");
-            sims.push(tokio::spawn(sim_worker::run(channel, name, stop.clone())));
+            sims.push(tokio::spawn(sim_worker::run(
+                channel,
+                name,
+                behaviour,
+                stop.clone(),
+            )));
         }
         let client = channels[0].clone();
         wait_for_workers(&client, &address, count).await?;

@@ -5,8 +5,10 @@
 //! own cost per chunk is all that is measured.
 //!
 //! It speaks the protocol the way `worker/src/session.rs` does: hello,
-//! pull its prefetch, then one result and one pull per lease, and a
-//! heartbeat when it has been quiet. Keep the two in step when the
+//! pull the leases it holds, then for each grant either one result and
+//! one pull per lease ([`Behaviour::batched`] false) or one
+//! `ChunkResults` carrying every answer and the pull for them (true), and
+//! a heartbeat when it has been quiet. Keep the two in step when the
 //! protocol changes.
 
 use std::time::Duration;
@@ -22,8 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// Leases each simulated worker asks to hold, as the real worker's default.
-const PREFETCH: u32 = 2;
+/// The most slots the coordinator grants per pull; larger demands are
+/// sent as several.
+const MAX_PULL_SLOTS: u32 = 64;
 
 /// Messages queued for the coordinator.
 const OUTBOX: usize = 64;
@@ -34,6 +37,17 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest chunk answered from the prepared digests; longer leases
 /// get a fresh buffer.
 const PREPARED_LEAVES: usize = 1024;
+
+/// How a simulated worker talks to the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behaviour {
+    /// Leases it holds at once (the real worker's prefetch is 2; it holds
+    /// more when chunks are tiny).
+    pub hold: u32,
+    /// Answer a grant with one `ChunkResults` instead of a result and a
+    /// pull per lease.
+    pub batched: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -47,7 +61,12 @@ pub enum SimError {
 
 /// Runs one simulated worker on `channel` until `stop` is cancelled or the
 /// coordinator ends the session; returns how many results it sent.
-pub async fn run(channel: Channel, name: String, stop: CancellationToken) -> Result<u64, SimError> {
+pub async fn run(
+    channel: Channel,
+    name: String,
+    behaviour: Behaviour,
+    stop: CancellationToken,
+) -> Result<u64, SimError> {
     let (outbox, requests) = mpsc::channel(OUTBOX);
     let hello = Outgoing::Hello(v1::WorkerHello {
         protocol_version: PROTOCOL_VERSION,
@@ -68,7 +87,9 @@ pub async fn run(channel: Channel, name: String, stop: CancellationToken) -> Res
         }))) => welcome,
         _ => return Err(SimError::NoWelcome),
     };
-    let _ = outbox.send(message(pull(PREFETCH))).await;
+    for slots in pulls(behaviour.hold) {
+        let _ = outbox.send(message(pull(slots))).await;
+    }
 
     let digests = Bytes::from(vec![0u8; 16 * PREPARED_LEAVES]);
     let every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)));
@@ -80,15 +101,26 @@ pub async fn run(channel: Channel, name: String, stop: CancellationToken) -> Res
             incoming = inbound.message() => {
                 let Ok(Some(incoming)) = incoming else { return Ok(answered) };
                 let Some(Incoming::Grant(grant)) = incoming.kind else { continue };
-                for lease in grant.leases {
-                    let result = answer(&lease, &digests);
-                    if outbox.send(message(Outgoing::Result(result))).await.is_err()
-                        || outbox.send(message(pull(1))).await.is_err()
-                    {
+                let granted = u32::try_from(grant.leases.len()).unwrap_or(u32::MAX);
+                let results: Vec<_> = grant.leases.iter().map(|l| answer(l, &digests)).collect();
+                let mut messages = Vec::new();
+                if behaviour.batched {
+                    let mut slots = pulls(granted);
+                    let first = slots.next().unwrap_or(0);
+                    messages.push(Outgoing::Results(v1::ChunkResults { results, pull: first }));
+                    messages.extend(slots.map(pull));
+                } else {
+                    for result in results {
+                        messages.push(Outgoing::Result(result));
+                        messages.push(pull(1));
+                    }
+                }
+                for kind in messages {
+                    if outbox.send(message(kind)).await.is_err() {
                         return Ok(answered);
                     }
-                    answered += 1;
                 }
+                answered += u64::from(granted);
             }
             _ = heartbeat.tick() => {
                 let _ = outbox.send(message(Outgoing::Heartbeat(v1::Heartbeat {}))).await;
@@ -115,6 +147,12 @@ fn answer(lease: &v1::ChunkLease, digests: &Bytes) -> v1::ChunkResult {
         values_le: Bytes::new(),
         compute_us: 1,
     }
+}
+
+/// `slots` cut into pulls the coordinator grants in full.
+fn pulls(slots: u32) -> impl Iterator<Item = u32> {
+    (0..slots.div_ceil(MAX_PULL_SLOTS))
+        .map(move |i| (slots - i * MAX_PULL_SLOTS).min(MAX_PULL_SLOTS))
 }
 
 fn pull(slots: u32) -> Outgoing {
