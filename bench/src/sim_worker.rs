@@ -1,0 +1,164 @@
+//! A simulated worker for the scheduling benchmark: one
+//! `WorkerService.Session` that answers every lease at once with a
+//! shape-valid result (one leaf sum and 16 digest bytes per 4096
+//! elements, a min and a max), prepared in advance, so the coordinator's
+//! own cost per chunk is all that is measured.
+//!
+//! It speaks the protocol the way `worker/src/session.rs` does: hello,
+//! pull the leases it holds, then for each grant either one result and
+//! one pull per lease ([`Behaviour::batched`] false) or one
+//! `ChunkResults` carrying every answer and the pull for them (true), and
+//! a heartbeat when it has been quiet. Keep the two in step when the
+//! protocol changes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use farm_catalog::grid::leaf_count;
+use farm_proto::v1::coordinator_message::Kind as Incoming;
+use farm_proto::v1::worker_message::Kind as Outgoing;
+use farm_proto::v1::worker_service_client::WorkerServiceClient;
+use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The most slots the coordinator grants per pull; larger demands are
+/// sent as several.
+const MAX_PULL_SLOTS: u32 = 64;
+
+/// Messages queued for the coordinator.
+const OUTBOX: usize = 64;
+
+/// How long the coordinator may take to open a session.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest chunk answered from the prepared digests; longer leases
+/// get a fresh buffer.
+const PREPARED_LEAVES: usize = 1024;
+
+/// How a simulated worker talks to the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behaviour {
+    /// Leases it holds at once (the real worker's prefetch is 2; it holds
+    /// more when chunks are tiny).
+    pub hold: u32,
+    /// Answer a grant with one `ChunkResults` instead of a result and a
+    /// pull per lease.
+    pub batched: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("the coordinator did not open the session within {OPEN_TIMEOUT:?}")]
+    Timeout,
+    #[error("the session failed: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("the coordinator did not welcome the simulated worker")]
+    NoWelcome,
+}
+
+/// Runs one simulated worker on `channel` until `stop` is cancelled or the
+/// coordinator ends the session; returns how many results it sent.
+pub async fn run(
+    channel: Channel,
+    name: String,
+    behaviour: Behaviour,
+    stop: CancellationToken,
+) -> Result<u64, SimError> {
+    let (outbox, requests) = mpsc::channel(OUTBOX);
+    let hello = Outgoing::Hello(v1::WorkerHello {
+        protocol_version: PROTOCOL_VERSION,
+        name,
+        threads: 1,
+    });
+    let _ = outbox.try_send(message(hello));
+    let mut client = WorkerServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, client.session(ReceiverStream::new(requests)))
+        .await
+        .map_err(|_| SimError::Timeout)??;
+    let mut inbound = opened.into_inner();
+    let welcome = match tokio::time::timeout(OPEN_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(v1::CoordinatorMessage {
+            kind: Some(Incoming::Welcome(welcome)),
+        }))) => welcome,
+        _ => return Err(SimError::NoWelcome),
+    };
+    for slots in pulls(behaviour.hold) {
+        let _ = outbox.send(message(pull(slots))).await;
+    }
+
+    let digests = Bytes::from(vec![0u8; 16 * PREPARED_LEAVES]);
+    let every = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(50)));
+    let mut heartbeat = tokio::time::interval(every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut answered = 0;
+    loop {
+        tokio::select! {
+            incoming = inbound.message() => {
+                let Ok(Some(incoming)) = incoming else { return Ok(answered) };
+                let Some(Incoming::Grant(grant)) = incoming.kind else { continue };
+                let granted = u32::try_from(grant.leases.len()).unwrap_or(u32::MAX);
+                let results: Vec<_> = grant.leases.iter().map(|l| answer(l, &digests)).collect();
+                let mut messages = Vec::new();
+                if behaviour.batched {
+                    let mut slots = pulls(granted);
+                    let first = slots.next().unwrap_or(0);
+                    messages.push(Outgoing::Results(v1::ChunkResults { results, pull: first }));
+                    messages.extend(slots.map(pull));
+                } else {
+                    for result in results {
+                        messages.push(Outgoing::Result(result));
+                        messages.push(pull(1));
+                    }
+                }
+                for kind in messages {
+                    if outbox.send(message(kind)).await.is_err() {
+                        return Ok(answered);
+                    }
+                }
+                answered += u64::from(granted);
+            }
+            _ = heartbeat.tick() => {
+                let _ = outbox.send(message(Outgoing::Heartbeat(v1::Heartbeat {}))).await;
+            }
+            () = stop.cancelled() => return Ok(answered),
+        }
+    }
+}
+
+/// A result of the right shape for `lease`, with made-up values.
+fn answer(lease: &v1::ChunkLease, digests: &Bytes) -> v1::ChunkResult {
+    let leaves = usize::try_from(leaf_count(lease.len)).unwrap_or(usize::MAX);
+    let leaf_digests = if leaves <= PREPARED_LEAVES {
+        digests.slice(..16 * leaves)
+    } else {
+        Bytes::from(vec![0u8; 16 * leaves])
+    };
+    v1::ChunkResult {
+        token: lease.token,
+        leaf_sums: vec![1.0; leaves],
+        leaf_digests,
+        min: 0.0,
+        max: 1.0,
+        values_le: Bytes::new(),
+        compute_us: 1,
+    }
+}
+
+/// `slots` cut into pulls the coordinator grants in full.
+fn pulls(slots: u32) -> impl Iterator<Item = u32> {
+    (0..slots.div_ceil(MAX_PULL_SLOTS))
+        .map(move |i| (slots - i * MAX_PULL_SLOTS).min(MAX_PULL_SLOTS))
+}
+
+fn pull(slots: u32) -> Outgoing {
+    Outgoing::Pull(v1::PullRequest { slots })
+}
+
+fn message(kind: Outgoing) -> v1::WorkerMessage {
+    v1::WorkerMessage { kind: Some(kind) }
+}
