@@ -33,6 +33,10 @@ fn a_coordinator_two_workers_and_farm_submit() {
         "3e6",
         "--start",
         "3",
+        // Small forced chunks: both workers get some however the machine
+        // is loaded.
+        "--chunk-size",
+        "65536",
         "--coordinator",
         &address,
         "--json",
