@@ -92,7 +92,11 @@ fn workers_killed_and_replaced_again_and_again_lose_nothing() {
 fn a_stopped_worker_loses_its_leases_and_its_late_results_are_rejected() {
     let cluster = FaultCluster::start(&[], 3, &[]);
     let before = cluster.status();
-    let job = cluster.submit(3, LONG);
+    // Long enough that the others are still busy when the lease timeout
+    // passes: at the job's end they would back up the stopped worker's
+    // chunks instead, and nothing would expire.
+    let n = 4 * LONG;
+    let job = cluster.submit(3, n);
     cluster.wait_for_progress(&before, 5);
     let stopped = &cluster.workers[0];
     stopped.signal("STOP");
@@ -104,7 +108,7 @@ fn a_stopped_worker_loses_its_leases_and_its_late_results_are_rejected() {
     stopped.signal("CONT");
 
     let (out, _) = job.finish();
-    assert_exact(&out, 3, LONG);
+    assert_exact(&out, 3, n);
     // Woken, it finishes the chunk it was computing and reports it under
     // its expired lease: the coordinator rejects it as stale.
     let status = cluster.wait_for("the zombie's late result to be rejected", |s| {
