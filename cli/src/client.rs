@@ -146,10 +146,7 @@ pub async fn run_job(
     request: &JobRequest,
     values: Option<&mpsc::Sender<Bytes>>,
 ) -> Result<JobReport, ClientError> {
-    match follow_job(channel, address, request, values).await {
-        Err(err @ ClientError::Unreachable { .. }) => Err(explain_unreachable(err, address).await),
-        other => other,
-    }
+    name_non_coordinator(follow_job(channel, address, request, values).await, address).await
 }
 
 /// How long the probe for a non-gRPC peer may take.
@@ -181,15 +178,7 @@ async fn follow_job(
     let mut client = JobServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let submitted = tokio::time::timeout(OPEN_TIMEOUT, client.submit_job(request.message()))
-        .await
-        .map_err(|_| ClientError::Unreachable {
-            address: address.to_owned(),
-            reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
-        })?;
-    let mut stream = submitted
-        .map_err(|s| ClientError::from_status(&s, address, None))?
-        .into_inner();
+    let mut stream = opened(address, client.submit_job(request.message())).await?;
     let mut job_id = None;
     let mut next_offset = 0u64;
     loop {
@@ -278,18 +267,7 @@ pub async fn cluster_status(
     let request = v1::GetClusterStatusRequest {
         protocol_version: PROTOCOL_VERSION,
     };
-    let answer = tokio::time::timeout(OPEN_TIMEOUT, client.get_cluster_status(request))
-        .await
-        .map_err(|_| ClientError::Unreachable {
-            address: address.to_owned(),
-            reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
-        })?
-        .map(tonic::Response::into_inner)
-        .map_err(|s| ClientError::from_status(&s, address, None));
-    match answer {
-        Err(err @ ClientError::Unreachable { .. }) => Err(explain_unreachable(err, address).await),
-        other => other,
-    }
+    unary(address, client.get_cluster_status(request)).await
 }
 
 /// One job's status, running or recently ended.
@@ -303,18 +281,7 @@ pub async fn job_status(
         protocol_version: PROTOCOL_VERSION,
         job_id,
     };
-    let answer = tokio::time::timeout(OPEN_TIMEOUT, client.get_job_status(request))
-        .await
-        .map_err(|_| ClientError::Unreachable {
-            address: address.to_owned(),
-            reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
-        })?
-        .map(tonic::Response::into_inner)
-        .map_err(|s| ClientError::from_status(&s, address, None));
-    match answer {
-        Err(err @ ClientError::Unreachable { .. }) => Err(explain_unreachable(err, address).await),
-        other => other,
-    }
+    unary(address, client.get_job_status(request)).await
 }
 
 /// Whether the gRPC health service at `address` reports SERVING.
@@ -325,12 +292,42 @@ pub async fn serving(channel: Channel, address: &str) -> Result<bool, ClientErro
     let request = HealthCheckRequest {
         service: String::new(),
     };
-    let response = tokio::time::timeout(OPEN_TIMEOUT, client.check(request))
+    let response = opened(address, client.check(request)).await?;
+    Ok(response.status == ServingStatus::Serving as i32)
+}
+
+/// The answer to a call, or farm's error for it: bounded by
+/// [`OPEN_TIMEOUT`] (a peer that accepts connections but never answers).
+async fn opened<T>(
+    address: &str,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(OPEN_TIMEOUT, call)
         .await
         .map_err(|_| ClientError::Unreachable {
             address: address.to_owned(),
             reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
         })?
-        .map_err(|s| ClientError::from_status(&s, address, None))?;
-    Ok(response.into_inner().status == ServingStatus::Serving as i32)
+        .map(tonic::Response::into_inner)
+        .map_err(|s| ClientError::from_status(&s, address, None))
+}
+
+/// Like [`opened`], and names a peer that is not a coordinator.
+async fn unary<T>(
+    address: &str,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, ClientError> {
+    name_non_coordinator(opened(address, call).await, address).await
+}
+
+/// An unreachable coordinator may be something else answering on its
+/// port: say so when it is.
+async fn name_non_coordinator<T>(
+    result: Result<T, ClientError>,
+    address: &str,
+) -> Result<T, ClientError> {
+    match result {
+        Err(err @ ClientError::Unreachable { .. }) => Err(explain_unreachable(err, address).await),
+        other => other,
+    }
 }

@@ -359,12 +359,18 @@ impl Scheduler {
         let Some(entry) = self.workers.get_mut(&id) else {
             return false;
         };
-        if entry.takes_work() {
-            self.cluster.remove(entry.speed, entry.info.threads);
-        }
+        let counted_before = entry.takes_work().then_some(entry.speed);
         change(entry);
-        if entry.takes_work() {
-            self.cluster.add(entry.speed, entry.info.threads);
+        let counted_after = entry.takes_work().then_some(entry.speed);
+        // Most calls (heartbeats, pulls) change neither; skipping them
+        // keeps the float sums from drifting over millions of messages.
+        if counted_before != counted_after {
+            if let Some(speed) = counted_before {
+                self.cluster.remove(speed, entry.info.threads);
+            }
+            if let Some(speed) = counted_after {
+                self.cluster.add(speed, entry.info.threads);
+            }
         }
         if entry.takes_work() && entry.demand > 0 {
             self.hungry.insert(id);
