@@ -11,7 +11,8 @@ use farm_proto::error::{ErrorKind, describe, peer_is_not_grpc};
 use farm_proto::probe;
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
-use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
+use farm_proto::wire::{self, Encoded, FrameBody, method};
+use farm_proto::{PROTOCOL_VERSION, v1};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -175,10 +176,16 @@ async fn follow_job(
     request: &JobRequest,
     values: Option<&mpsc::Sender<Bytes>>,
 ) -> Result<JobReport, ClientError> {
-    let mut client = JobServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut stream = opened(address, client.submit_job(request.message())).await?;
+    let submit = Encoded::message(&request.message())
+        .map_err(|s| ClientError::from_status(&s, address, None))?;
+    // farm's own framing: the values arrive as slices of the receive
+    // buffer, not copies (see farm_proto::wire).
+    let call = wire::call::open(
+        channel,
+        method::SUBMIT_JOB,
+        FrameBody::single_request(submit),
+    );
+    let mut stream = opened(address, call).await?;
     let mut job_id = None;
     let mut next_offset = 0u64;
     loop {
@@ -292,7 +299,7 @@ pub async fn serving(channel: Channel, address: &str) -> Result<bool, ClientErro
     let request = HealthCheckRequest {
         service: String::new(),
     };
-    let response = opened(address, client.check(request)).await?;
+    let response = opened(address, answer(client.check(request))).await?;
     Ok(response.status == ServingStatus::Serving as i32)
 }
 
@@ -300,7 +307,7 @@ pub async fn serving(channel: Channel, address: &str) -> Result<bool, ClientErro
 /// [`OPEN_TIMEOUT`] (a peer that accepts connections but never answers).
 async fn opened<T>(
     address: &str,
-    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    call: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, ClientError> {
     tokio::time::timeout(OPEN_TIMEOUT, call)
         .await
@@ -308,16 +315,23 @@ async fn opened<T>(
             address: address.to_owned(),
             reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
         })?
-        .map(tonic::Response::into_inner)
         .map_err(|s| ClientError::from_status(&s, address, None))
 }
 
-/// Like [`opened`], and names a peer that is not a coordinator.
+/// A tonic call's message.
+async fn answer<T>(
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, Status> {
+    call.await.map(tonic::Response::into_inner)
+}
+
+/// A unary call's answer, like [`opened`]; names a peer that is not a
+/// coordinator.
 async fn unary<T>(
     address: &str,
     call: impl Future<Output = Result<tonic::Response<T>, Status>>,
 ) -> Result<T, ClientError> {
-    name_non_coordinator(opened(address, call).await, address).await
+    name_non_coordinator(opened(address, answer(call)).await, address).await
 }
 
 /// An unreachable coordinator may be something else answering on its

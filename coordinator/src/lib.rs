@@ -16,12 +16,10 @@ pub mod validate;
 use std::future::Future;
 use std::sync::Arc;
 
-use farm_proto::MAX_MESSAGE_BYTES;
 use farm_proto::transport::{
-    CONNECTION_WINDOW_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, STREAM_WINDOW_BYTES,
+    CONNECTION_WINDOW_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES,
+    STREAM_WINDOW_BYTES,
 };
-use farm_proto::v1::job_service_server::JobServiceServer;
-use farm_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
@@ -30,6 +28,7 @@ use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpIncoming};
 
 pub use config::{ConfigError, CoordinatorConfig};
+use service::routes::{JobService, WorkerService};
 use service::{Hub, JobsApi, WorkersApi};
 
 /// Why the coordinator stopped serving.
@@ -70,12 +69,8 @@ where
     let hub = Arc::new(Hub::new(config.clone(), stop.clone()));
     let ticker = tokio::spawn(tick_periodically(hub.clone(), config.tick));
 
-    let jobs = JobServiceServer::new(JobsApi::new(hub.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let workers = WorkerServiceServer::new(WorkersApi::new(hub.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let jobs = JobService(JobsApi::new(hub.clone()));
+    let workers = WorkerService(WorkersApi::new(hub.clone()));
     // The standard gRPC health service, for `farm health`, container health
     // checks and Kubernetes probes: SERVING until shutdown begins.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -84,6 +79,7 @@ where
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(Some(MAX_FRAME_BYTES))
         .add_service(jobs)
         .add_service(workers)
         .add_service(health_service)

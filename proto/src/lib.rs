@@ -1,13 +1,15 @@
 //! The farm wire contract: the code generated from `farm/v1/farm.proto`,
 //! the protocol version, conversions between wire and catalog types, and
-//! the one mapping of errors to gRPC status codes ([`error`]), and how
-//! peers reach each other ([`transport`]).
+//! the one mapping of errors to gRPC status codes ([`error`]), how peers
+//! reach each other ([`transport`]), and the hand-made framing that moves
+//! bulk values without copying them ([`wire`]).
 
 pub mod convert;
 pub mod error;
 pub mod probe;
 pub mod process;
 pub mod transport;
+pub mod wire;
 
 /// Generated messages and services of package `farm.v1`.
 #[allow(missing_debug_implementations, unused_qualifications, clippy::all)]

@@ -11,9 +11,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// HTTP/2 flow-control windows. The 64 KiB default would stall a stream
-/// of multi-megabyte result batches on window updates.
-pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// of multi-megabyte result batches on window updates; a stream's window
+/// holds two 8 MiB chunks of values, so a chunk rarely waits for one.
+pub const STREAM_WINDOW_BYTES: u32 = 16 << 20;
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// The largest HTTP/2 frame the coordinator accepts (the protocol's
+/// maximum), so a worker's chunk of values arrives as one frame, which the
+/// coordinator keeps as it is instead of joining 16 KiB pieces.
+pub const MAX_FRAME_BYTES: u32 = (1 << 24) - 1;
 
 /// How often idle connections are probed, and how long a probe may go
 /// unanswered before the connection is dropped (a frozen peer).

@@ -18,13 +18,13 @@ use farm_proto::error::{describe, peer_is_not_grpc};
 use farm_proto::probe;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
-use farm_proto::v1::worker_service_client::WorkerServiceClient;
-use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use farm_proto::wire::{self, Encoded, FrameBody, FrameSender, MessageReader, method};
+use farm_proto::{PROTOCOL_VERSION, v1};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
 use tonic::transport::Channel;
-use tonic::{Code, Status, Streaming};
+use tonic::{Code, Status};
 
 use crate::buffers;
 use crate::compute::{ComputePool, catch_panic};
@@ -96,21 +96,22 @@ pub(crate) async fn run(
     drain: &CancellationToken,
     connected: &watch::Sender<bool>,
 ) -> Result<SessionEnd, SessionError> {
-    let (outbox, requests) = mpsc::channel(OUTBOX);
+    let (outbox, requests) = FrameBody::request(OUTBOX);
     let hello = Outgoing::Hello(v1::WorkerHello {
         protocol_version: PROTOCOL_VERSION,
         name: config.name.clone(),
         threads: u32::try_from(pool.threads()).unwrap_or(u32::MAX),
     });
-    send_now(&outbox, hello);
-    let mut client = WorkerServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let opened = tokio::time::timeout(OPEN_TIMEOUT, client.session(ReceiverStream::new(requests)))
-        .await
-        .map_err(|_| SessionError::Unreachable("no answer within 10 s".to_owned()))?;
+    // The queue is new and has room.
+    let _ = outbox.try_send(encode(hello));
+    let opened = tokio::time::timeout(
+        OPEN_TIMEOUT,
+        wire::call::open(channel, method::WORKER_SESSION, requests),
+    )
+    .await
+    .map_err(|_| SessionError::Unreachable("no answer within 10 s".to_owned()))?;
     let mut inbound = match opened {
-        Ok(response) => response.into_inner(),
+        Ok(inbound) => inbound,
         Err(status) => return Err(classify_with_probe(&status, &config.coordinator).await),
     };
     let welcome = match tokio::time::timeout(OPEN_TIMEOUT, inbound.message()).await {
@@ -181,7 +182,7 @@ fn classify(status: &Status, coordinator: &str) -> SessionError {
 struct Session<'a> {
     config: &'a WorkerConfig,
     pool: &'a Arc<ComputePool>,
-    outbox: mpsc::Sender<v1::WorkerMessage>,
+    outbox: FrameSender,
     queue: VecDeque<v1::ChunkLease>,
     running: Option<Computing>,
     /// Tokens of the batch on the pool.
@@ -198,7 +199,7 @@ struct Session<'a> {
 impl Session<'_> {
     async fn serve(
         mut self,
-        mut inbound: Streaming<v1::CoordinatorMessage>,
+        mut inbound: MessageReader<Body>,
         welcome: &v1::Welcome,
         drain: &CancellationToken,
     ) -> SessionEnd {
@@ -224,7 +225,7 @@ impl Session<'_> {
                 }
             };
             tokio::select! {
-                message = inbound.message() => match message {
+                message = inbound.message::<v1::CoordinatorMessage>() => match message {
                     Ok(Some(message)) => self.receive(message).await,
                     Ok(None) => return SessionEnd::Lost("the coordinator closed the session".to_owned()),
                     Err(status) => return SessionEnd::Lost(describe(&status)),
@@ -444,17 +445,15 @@ impl Session<'_> {
     async fn send(&mut self, kind: Outgoing) {
         // A failed send means the session is gone; the inbound side of the
         // loop sees that and ends the session.
-        let _ = self
-            .outbox
-            .send(v1::WorkerMessage { kind: Some(kind) })
-            .await;
+        let _ = self.outbox.send(encode(kind)).await;
     }
 
     /// Ends our side of the session and waits for the coordinator to close
     /// its side, which it does only after reading everything we sent.
-    async fn close(self, mut inbound: Streaming<v1::CoordinatorMessage>) -> SessionEnd {
+    async fn close(self, mut inbound: MessageReader<Body>) -> SessionEnd {
         drop(self.outbox);
-        let closed = async { while let Ok(Some(_)) = inbound.message().await {} };
+        let closed =
+            async { while let Ok(Some(_)) = inbound.message::<v1::CoordinatorMessage>().await {} };
         if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
             tracing::warn!("the coordinator did not close the session within 5 s");
         }
@@ -462,9 +461,14 @@ impl Session<'_> {
     }
 }
 
-/// Queues a message on a fresh outbox (which has room).
-fn send_now(outbox: &mpsc::Sender<v1::WorkerMessage>, kind: Outgoing) {
-    let _ = outbox.try_send(v1::WorkerMessage { kind: Some(kind) });
+/// A message for the coordinator; a chunk's values travel as their own
+/// frame, never copied. An error (a message over the size limit) fails the
+/// session.
+fn encode(kind: Outgoing) -> Result<Encoded, Status> {
+    match kind {
+        Outgoing::Result(result) => Encoded::chunk_result(result),
+        kind => Encoded::message(&v1::WorkerMessage { kind: Some(kind) }),
+    }
 }
 
 /// Computes a batch of leases one after another, timing each; runs on the

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use farm_proto::error::{ErrorKind, ServiceError, to_status};
 use farm_proto::v1;
-use farm_proto::v1::job_service_server::JobService;
 use farm_proto::v1::submit_job_response::Event;
-use tokio::sync::{Notify, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use farm_proto::wire::{Encoded, FrameBody, FrameSender, server};
+use tokio::sync::Notify;
+use tonic::Status;
+use tonic::body::Body;
 use tracing::Instrument;
 
 use super::{Hub, status};
@@ -55,18 +55,22 @@ impl ServiceError for SubmitError {
     }
 }
 
-type EventSender = mpsc::Sender<Result<v1::SubmitJobResponse, Status>>;
+impl JobsApi {
+    /// `SubmitJob`: accepts the job and answers with its stream of events.
+    pub(super) async fn submit_job(&self, request: http::Request<Body>) -> http::Response<Body> {
+        let accepted = async {
+            let message = server::request_message(request.into_body()).await?;
+            self.start_job(&message)
+        };
+        match accepted.await {
+            Ok(body) => server::response(body),
+            Err(status) => status.into_http(),
+        }
+    }
 
-#[tonic::async_trait]
-impl JobService for JobsApi {
-    type SubmitJobStream = ReceiverStream<Result<v1::SubmitJobResponse, Status>>;
-
-    async fn submit_job(
-        &self,
-        request: Request<v1::SubmitJobRequest>,
-    ) -> Result<Response<Self::SubmitJobStream>, Status> {
-        let spec = validate::job_spec(request.get_ref(), &self.hub.config().limits)
-            .map_err(|e| to_status(&e))?;
+    fn start_job(&self, request: &v1::SubmitJobRequest) -> Result<FrameBody, Status> {
+        let spec =
+            validate::job_spec(request, &self.hub.config().limits).map_err(|e| to_status(&e))?;
         let waker = Arc::new(Notify::new());
         let job = {
             let mut state = self.hub.lock();
@@ -80,7 +84,7 @@ impl JobService for JobsApi {
         };
         tracing::info!(%job, function = %spec.function, start = spec.start, n = spec.n, stream = spec.stream_values, "job accepted");
 
-        let (events, rx) = mpsc::channel(JOB_STREAM_QUEUE);
+        let (events, body) = FrameBody::response(JOB_STREAM_QUEUE);
         let hub = self.hub.clone();
         let span = tracing::info_span!("job", %job);
         tokio::spawn(
@@ -90,31 +94,33 @@ impl JobService for JobsApi {
             }
             .instrument(span),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(body)
     }
 
-    async fn get_cluster_status(
+    /// `GetClusterStatus`.
+    pub(super) fn cluster_status(
         &self,
-        request: Request<v1::GetClusterStatusRequest>,
-    ) -> Result<Response<v1::GetClusterStatusResponse>, Status> {
-        validate::protocol_version("client", request.get_ref().protocol_version)
+        request: &v1::GetClusterStatusRequest,
+    ) -> Result<v1::GetClusterStatusResponse, Status> {
+        validate::protocol_version("client", request.protocol_version)
             .map_err(|e| to_status(&e))?;
-        Ok(Response::new(status::cluster(&self.hub)))
+        Ok(status::cluster(&self.hub))
     }
 
-    async fn get_job_status(
+    /// `GetJobStatus`.
+    pub(super) fn job_status(
         &self,
-        request: Request<v1::GetJobStatusRequest>,
-    ) -> Result<Response<v1::GetJobStatusResponse>, Status> {
-        validate::protocol_version("client", request.get_ref().protocol_version)
+        request: &v1::GetJobStatusRequest,
+    ) -> Result<v1::GetJobStatusResponse, Status> {
+        validate::protocol_version("client", request.protocol_version)
             .map_err(|e| to_status(&e))?;
-        status::job(&self.hub, JobId(request.get_ref().job_id)).map(Response::new)
+        status::job(&self.hub, JobId(request.job_id))
     }
 }
 
 /// Forwards one job's events to its client until the job ends or the
 /// client leaves.
-async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender) {
+async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &FrameSender) {
     let accepted = Event::Accepted(v1::JobAccepted { job_id: job.0 });
     if !send(hub, events, accepted).await {
         hub.with_scheduler(|s, now| s.cancel(job, now));
@@ -136,11 +142,9 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender)
         } = poll;
         let sent_values = !values.is_empty();
         for batch in values {
-            let event = Event::Values(v1::ValuesBatch {
-                offset: batch.offset,
-                values_le: batch.values_le,
-            });
-            if !send(hub, events, event).await {
+            // The worker's buffer goes on as it came: no copy.
+            let encoded = Encoded::values_batch(batch.offset, batch.values_le);
+            if !send_encoded(hub, events, encoded).await {
                 tracing::info!("client left or stopped reading; cancelling the job");
                 hub.with_scheduler(|s, now| s.cancel(job, now));
                 return;
@@ -180,7 +184,7 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &EventSender)
     }
 }
 
-async fn finish(hub: &Hub, events: &EventSender, job: JobId, outcome: JobOutcome) {
+async fn finish(hub: &Hub, events: &FrameSender, job: JobId, outcome: JobOutcome) {
     match outcome {
         JobOutcome::Finished(result) => {
             tracing::info!(chunks = result.chunks, workers = result.workers, elapsed = ?result.elapsed, "job finished");
@@ -205,14 +209,27 @@ async fn finish(hub: &Hub, events: &EventSender, job: JobId, outcome: JobOutcome
 }
 
 /// Ends the stream with an error status, if the client takes it in time.
-async fn send_error(events: &EventSender, status: Status) {
+async fn send_error(events: &FrameSender, status: Status) {
     let _ = tokio::time::timeout(FINAL_SEND_TIMEOUT, events.send(Err(status))).await;
 }
 
 /// Sends one event; false if the client is gone, has read nothing for
 /// [`CLIENT_STALL_TIMEOUT`], or the coordinator is shutting down.
-async fn send(hub: &Hub, events: &EventSender, event: Event) -> bool {
-    let message = Ok(v1::SubmitJobResponse { event: Some(event) });
+async fn send(hub: &Hub, events: &FrameSender, event: Event) -> bool {
+    let message = v1::SubmitJobResponse { event: Some(event) };
+    send_encoded(hub, events, Encoded::message(&message)).await
+}
+
+/// Like [`send`], for a message already encoded; a message that could not
+/// be encoded ends the stream with that error.
+async fn send_encoded(hub: &Hub, events: &FrameSender, message: Result<Encoded, Status>) -> bool {
+    let message = match message {
+        Ok(message) => Ok(message),
+        Err(status) => {
+            send_error(events, status).await;
+            return false;
+        }
+    };
     tokio::select! {
         sent = tokio::time::timeout(CLIENT_STALL_TIMEOUT, events.send(message)) => matches!(sent, Ok(Ok(()))),
         () = hub.shutdown_token().cancelled() => false,

@@ -1,4 +1,4 @@
-//! The gRPC services: thin adapters between tonic and the [`Scheduler`].
+//! The gRPC services: thin adapters between the wire and the [`Scheduler`].
 //!
 //! [`Hub`] owns the scheduler behind a `std::sync::Mutex` together with the
 //! outboxes of every worker session and the wakers of every job stream.
@@ -8,6 +8,7 @@
 //! in the order the scheduler produced them.
 
 mod jobs;
+pub mod routes;
 mod status;
 mod workers;
 
@@ -16,9 +17,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use farm_proto::v1;
-use tokio::sync::{Notify, mpsc};
+use farm_proto::wire::{Encoded, FrameSender};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
 pub use jobs::JobsApi;
 pub use workers::WorkersApi;
@@ -31,12 +32,10 @@ use crate::scheduler::{Effect, JobId, LeaseToken, Scheduler, WorkerId};
 /// means the worker stopped reading: it is dropped.
 const SESSION_QUEUE: usize = 256;
 
-type SessionSender = mpsc::Sender<Result<v1::CoordinatorMessage, Status>>;
-
 /// A connected worker's outbox and the switch that ends its session.
 #[derive(Debug)]
 struct Session {
-    outbox: SessionSender,
+    outbox: FrameSender,
     closed: CancellationToken,
 }
 
@@ -153,6 +152,9 @@ impl HubState {
             return false;
         };
         let message = v1::CoordinatorMessage { kind: Some(kind) };
+        let Ok(message) = Encoded::message(&message) else {
+            return false;
+        };
         session.outbox.try_send(Ok(message)).is_ok()
     }
 }

@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 use farm_proto::error::to_status;
 use farm_proto::v1;
 use farm_proto::v1::worker_message::Kind;
-use farm_proto::v1::worker_service_server::WorkerService;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use farm_proto::wire::{Encoded, FrameBody, MessageReader, server};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
+use tonic::body::Body;
 use tracing::Instrument;
 
 use super::{Hub, SESSION_QUEUE, Session, token_from_message};
@@ -40,18 +39,19 @@ impl WorkersApi {
     }
 }
 
-#[tonic::async_trait]
-impl WorkerService for WorkersApi {
-    type SessionStream = ReceiverStream<Result<v1::CoordinatorMessage, Status>>;
+impl WorkersApi {
+    /// `Session`: welcomes the worker and serves its session.
+    pub(super) async fn session(&self, request: http::Request<Body>) -> http::Response<Body> {
+        match self.open_session(request).await {
+            Ok(body) => server::response(body),
+            Err(status) => status.into_http(),
+        }
+    }
 
-    async fn session(
-        &self,
-        request: Request<Streaming<v1::WorkerMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
-        let peer = request
-            .remote_addr()
+    async fn open_session(&self, request: http::Request<Body>) -> Result<FrameBody, Status> {
+        let peer = server::remote_addr(&request)
             .map_or_else(|| "in-process".to_owned(), |a| a.to_string());
-        let mut inbound = request.into_inner();
+        let mut inbound = MessageReader::new(request.into_body());
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
@@ -65,7 +65,7 @@ impl WorkerService for WorkersApi {
         };
         let info = validate::worker_hello(&hello).map_err(|e| to_status(&e))?;
 
-        let (outbox, rx) = mpsc::channel(SESSION_QUEUE);
+        let (outbox, body) = FrameBody::response(SESSION_QUEUE);
         let closed = self.hub.shutdown_token().child_token();
         let config = self.hub.config();
         let (heartbeat_ms, lease_timeout_ms) = (
@@ -83,9 +83,10 @@ impl WorkerService for WorkersApi {
                 lease_timeout_ms,
             };
             // The queue is empty: the welcome always fits, and goes first.
-            let _ = outbox.try_send(Ok(v1::CoordinatorMessage {
+            let welcome = v1::CoordinatorMessage {
                 kind: Some(v1::coordinator_message::Kind::Welcome(welcome)),
-            }));
+            };
+            let _ = outbox.try_send(Encoded::message(&welcome));
             state.sessions.insert(
                 worker,
                 Session {
@@ -107,7 +108,7 @@ impl WorkerService for WorkersApi {
             }
             .instrument(span),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(body)
     }
 }
 
@@ -119,12 +120,12 @@ fn millis(d: Duration) -> u32 {
 async fn read_session(
     hub: &Hub,
     worker: WorkerId,
-    inbound: &mut Streaming<v1::WorkerMessage>,
+    inbound: &mut MessageReader<Body>,
     closed: &CancellationToken,
 ) -> String {
     loop {
         let message = tokio::select! {
-            message = inbound.message() => message,
+            message = inbound.message::<v1::WorkerMessage>() => message,
             () = closed.cancelled() => return "session closed by the coordinator".to_owned(),
         };
         match message {

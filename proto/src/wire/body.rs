@@ -1,0 +1,155 @@
+//! An HTTP body fed, message by message, from a bounded queue.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use tokio::sync::mpsc;
+use tonic::{Code, Status};
+
+use super::Encoded;
+
+/// Where a call's messages are queued for its [`FrameBody`]. An `Err`
+/// ends the call with that status.
+pub type FrameSender = mpsc::Sender<Result<Encoded, Status>>;
+
+/// One direction of a gRPC call as an HTTP body: each queued message
+/// becomes a data frame for its head and one for its payload, handed on
+/// as they are. The queue's bound is the body's: when the peer reads
+/// slowly, HTTP/2 flow control stops polling the body and senders wait.
+#[derive(Debug)]
+pub struct FrameBody {
+    queue: mpsc::Receiver<Result<Encoded, Status>>,
+    /// The payload of the message whose head was just sent.
+    payload: Option<Bytes>,
+    /// A response: ends with the call's status as trailers.
+    trailers: bool,
+    done: bool,
+}
+
+impl FrameBody {
+    /// A response body: it ends with trailers carrying the status (OK when
+    /// the sender is dropped).
+    pub fn response(capacity: usize) -> (FrameSender, FrameBody) {
+        FrameBody::new(capacity, true)
+    }
+
+    /// A request body: it ends when the sender is dropped, or fails the
+    /// call on an `Err`.
+    pub fn request(capacity: usize) -> (FrameSender, FrameBody) {
+        FrameBody::new(capacity, false)
+    }
+
+    /// A response of one message.
+    pub fn single_response(message: Encoded) -> FrameBody {
+        let (sender, body) = FrameBody::response(1);
+        // The queue is new and has room for one.
+        let _ = sender.try_send(Ok(message));
+        body
+    }
+
+    /// A request of one message.
+    pub fn single_request(message: Encoded) -> FrameBody {
+        let (sender, body) = FrameBody::request(1);
+        let _ = sender.try_send(Ok(message));
+        body
+    }
+
+    fn new(capacity: usize, trailers: bool) -> (FrameSender, FrameBody) {
+        let (sender, queue) = mpsc::channel(capacity);
+        let body = FrameBody {
+            queue,
+            payload: None,
+            trailers,
+            done: false,
+        };
+        (sender, body)
+    }
+
+    fn end(&mut self, status: Status) -> Option<Result<Frame<Bytes>, Status>> {
+        self.done = true;
+        if !self.trailers {
+            return (status.code() != Code::Ok).then_some(Err(status));
+        }
+        let mut headers = HeaderMap::new();
+        if status.add_header(&mut headers).is_err() {
+            // Only a message that cannot be a header value gets here.
+            let _ = Status::internal("an error that cannot be sent").add_header(&mut headers);
+        }
+        Some(Ok(Frame::trailers(headers)))
+    }
+}
+
+impl Body for FrameBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(payload) = self.payload.take() {
+            return Poll::Ready(Some(Ok(Frame::data(payload))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let frame = match ready!(self.queue.poll_recv(cx)) {
+            Some(Ok(message)) => {
+                let (head, payload) = message.into_parts();
+                self.payload = payload;
+                Some(Ok(Frame::data(head)))
+            }
+            Some(Err(status)) => self.end(status),
+            None => self.end(Status::new(Code::Ok, "")),
+        };
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.payload.is_none()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::v1;
+    use crate::wire::MessageReader;
+
+    #[tokio::test]
+    async fn a_response_carries_payloads_untouched_and_ends_with_its_status() {
+        let (sender, body) = FrameBody::response(4);
+        let values = Bytes::from(vec![3u8; 100_000]);
+        let head = v1::ValuesBatch {
+            offset: 8,
+            values_le: Bytes::new(),
+        };
+        let encoded = Encoded::with_payload(&head, &[2], values.clone()).unwrap();
+        sender.send(Ok(encoded)).await.unwrap();
+        sender.send(Err(Status::aborted("stop"))).await.unwrap();
+        drop(sender);
+        let mut reader = MessageReader::new(body);
+        let batch: v1::ValuesBatch = reader.message().await.unwrap().unwrap();
+        assert_eq!(batch.offset, 8);
+        // The very buffer that was sent: no copy on the way.
+        assert_eq!(batch.values_le.as_ptr(), values.as_ptr());
+        let status = reader.message::<v1::ValuesBatch>().await.unwrap_err();
+        assert_eq!(status.code(), Code::Aborted);
+    }
+
+    #[tokio::test]
+    async fn a_request_ends_when_its_sender_goes() {
+        let message = v1::JobProgress {
+            elements_done: 1,
+            chunks_done: 2,
+        };
+        let body = FrameBody::single_request(Encoded::message(&message).unwrap());
+        let mut reader = MessageReader::new(body);
+        assert_eq!(reader.message().await.unwrap(), Some(message));
+        assert_eq!(reader.message::<v1::JobProgress>().await.unwrap(), None);
+    }
+}
