@@ -166,9 +166,12 @@ fn sim_rate(
             stream_values: false,
         };
         let started = Instant::now();
-        let report = tokio::time::timeout(JOB_TIMEOUT, run_job(client, &address, &request, None))
-            .await
-            .context("the simulated job ran over 10 minutes")??;
+        let report = tokio::time::timeout(
+            JOB_TIMEOUT,
+            run_job(client.into(), &address, &request, None),
+        )
+        .await
+        .context("the simulated job ran over 10 minutes")??;
         let took = started.elapsed();
         if report.chunks != chunks {
             bail!("the job had {} chunks, not {chunks}", report.chunks);
@@ -191,7 +194,7 @@ fn sim_rate(
 async fn wait_for_workers(channel: &Channel, address: &str, count: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + REGISTER_TIMEOUT;
     loop {
-        let status = cluster_status(channel.clone(), address).await?;
+        let status = cluster_status(channel.clone().into(), address).await?;
         if status.workers.len() == count {
             return Ok(());
         }

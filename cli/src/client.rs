@@ -9,12 +9,12 @@ use tokio::sync::mpsc;
 use farm_catalog::Summary;
 use farm_proto::error::{ErrorKind, describe, peer_is_not_grpc};
 use farm_proto::probe;
+use farm_proto::transport::Connection;
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
 use farm_proto::wire::{self, Encoded, FrameBody, method};
 use farm_proto::{PROTOCOL_VERSION, v1};
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// How long connecting and having the job accepted may take. (The TCP
 /// connect alone is bounded by the endpoint's shorter timeout; this also
@@ -138,16 +138,20 @@ impl ClientError {
     }
 }
 
-/// Runs `request` on the coordinator behind `channel`, sending each batch
+/// Runs `request` on the coordinator behind `connection`, sending each batch
 /// of ordered values (little-endian f64 bytes) to `values` as it comes.
 /// `address` names the coordinator in errors.
 pub async fn run_job(
-    channel: Channel,
+    connection: Connection,
     address: &str,
     request: &JobRequest,
     values: Option<&mpsc::Sender<Bytes>>,
 ) -> Result<JobReport, ClientError> {
-    name_non_coordinator(follow_job(channel, address, request, values).await, address).await
+    name_non_coordinator(
+        follow_job(connection, address, request, values).await,
+        address,
+    )
+    .await
 }
 
 /// How long the probe for a non-gRPC peer may take.
@@ -171,7 +175,7 @@ async fn explain_unreachable(err: ClientError, address: &str) -> ClientError {
 }
 
 async fn follow_job(
-    channel: Channel,
+    connection: Connection,
     address: &str,
     request: &JobRequest,
     values: Option<&mpsc::Sender<Bytes>>,
@@ -181,7 +185,7 @@ async fn follow_job(
     // farm's own framing: the values arrive as slices of the receive
     // buffer, not copies (see farm_proto::wire).
     let call = wire::call::open(
-        channel,
+        connection,
         method::SUBMIT_JOB,
         FrameBody::single_request(submit),
     );
@@ -267,10 +271,10 @@ fn finished_report(
 
 /// The cluster's workers and counters.
 pub async fn cluster_status(
-    channel: Channel,
+    connection: Connection,
     address: &str,
 ) -> Result<v1::GetClusterStatusResponse, ClientError> {
-    let mut client = JobServiceClient::new(channel);
+    let mut client = JobServiceClient::new(connection);
     let request = v1::GetClusterStatusRequest {
         protocol_version: PROTOCOL_VERSION,
     };
@@ -279,11 +283,11 @@ pub async fn cluster_status(
 
 /// One job's status, running or recently ended.
 pub async fn job_status(
-    channel: Channel,
+    connection: Connection,
     address: &str,
     job_id: u64,
 ) -> Result<v1::GetJobStatusResponse, ClientError> {
-    let mut client = JobServiceClient::new(channel);
+    let mut client = JobServiceClient::new(connection);
     let request = v1::GetJobStatusRequest {
         protocol_version: PROTOCOL_VERSION,
         job_id,
@@ -292,10 +296,10 @@ pub async fn job_status(
 }
 
 /// Whether the gRPC health service at `address` reports SERVING.
-pub async fn serving(channel: Channel, address: &str) -> Result<bool, ClientError> {
+pub async fn serving(connection: Connection, address: &str) -> Result<bool, ClientError> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let mut client = HealthClient::new(channel);
+    let mut client = HealthClient::new(connection);
     let request = HealthCheckRequest {
         service: String::new(),
     };

@@ -1,15 +1,16 @@
 //! The embedded cluster: a coordinator and one worker on every core, in
-//! this process, joined by the in-process transport. Jobs go through the
-//! same gRPC path as on a real cluster; only the sockets are missing.
+//! this process. Jobs take the same path as on a real cluster, the same
+//! gRPC messages through the same services; only the sockets and HTTP/2
+//! are missing: a call is a function call, and the values a worker
+//! computes reach the output writer in the buffer they were computed in.
 
 use std::time::Duration;
 
-use farm_coordinator::CoordinatorConfig;
-use farm_proto::transport;
+use farm_coordinator::{CoordinatorConfig, CoordinatorError};
+use farm_proto::transport::Connection;
 use farm_worker::WorkerConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// How long the embedded parts get to stop once the job is done.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,7 +22,7 @@ const EMBEDDED_WINDOW_BYTES: u64 = 32 << 20;
 /// A running embedded cluster.
 #[derive(Debug)]
 pub struct EmbeddedCluster {
-    channel: Channel,
+    connection: Connection,
     stop: CancellationToken,
     coordinator: JoinHandle<()>,
     worker: JoinHandle<()>,
@@ -29,47 +30,38 @@ pub struct EmbeddedCluster {
 
 impl EmbeddedCluster {
     /// Starts a coordinator and a worker with `threads` compute threads.
-    pub fn start(threads: usize) -> EmbeddedCluster {
-        let (connector, incoming) = transport::in_process();
+    pub fn start(threads: usize) -> Result<EmbeddedCluster, CoordinatorError> {
         let stop = CancellationToken::new();
-        let coordinator = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                let mut config = CoordinatorConfig::default();
-                // One worker on this machine's cores holds a chunk or two
-                // at a time, so a smaller reorder window keeps it busy and
-                // halves what this process holds for a slow output.
-                config.scheduler.window.max_bytes = EMBEDDED_WINDOW_BYTES;
-                if let Err(err) =
-                    farm_coordinator::run(config, incoming, stop.cancelled_owned()).await
-                {
-                    tracing::error!(%err, "embedded coordinator failed");
-                }
-            }
-        });
+        let mut config = CoordinatorConfig::default();
+        // One worker on this machine's cores holds a chunk or two at a
+        // time, so a smaller reorder window keeps it busy and halves what
+        // this process holds for a slow output.
+        config.scheduler.window.max_bytes = EMBEDDED_WINDOW_BYTES;
+        let (connection, coordinator) =
+            farm_coordinator::in_process(config, stop.clone().cancelled_owned())?;
         let mut config = WorkerConfig::new("the embedded coordinator");
         config.name = "embedded".to_owned();
         config.threads = threads;
         let worker = tokio::spawn({
-            let channel = connector.channel();
+            let connection = connection.clone();
             let drain = stop.child_token();
             async move {
-                if let Err(err) = farm_worker::run(config, channel, drain).await {
+                if let Err(err) = farm_worker::run(config, connection, drain).await {
                     tracing::error!(%err, "embedded worker failed");
                 }
             }
         });
-        EmbeddedCluster {
-            channel: connector.channel(),
+        Ok(EmbeddedCluster {
+            connection,
             stop,
             coordinator,
             worker,
-        }
+        })
     }
 
-    /// A channel to the embedded coordinator.
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+    /// A connection to the embedded coordinator.
+    pub fn connection(&self) -> Connection {
+        self.connection.clone()
     }
 
     /// Stops the worker and the coordinator, waiting a little for both.

@@ -161,14 +161,14 @@ fn run_health(args: &HealthArgs) -> Result<(), Failure> {
 /// Makes one call to the coordinator at `address`.
 fn ask_coordinator<'a, T, Fut>(
     address: &'a str,
-    call: impl FnOnce(tonic::transport::Channel, &'a str) -> Fut,
+    call: impl FnOnce(farm_proto::transport::Connection, &'a str) -> Fut,
 ) -> Result<T, Failure>
 where
     Fut: Future<Output = Result<T, farm_cli::client::ClientError>>,
 {
     let endpoint = farm_proto::transport::endpoint(address).map_err(|e| Failure::new(2, e))?;
     runtime()?
-        .block_on(async { call(endpoint.connect_lazy(), address).await })
+        .block_on(async { call(endpoint.connect_lazy().into(), address).await })
         .map_err(|e| Failure::new(kind_code(e.kind()), e))
 }
 

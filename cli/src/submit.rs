@@ -149,16 +149,18 @@ pub fn run_local(submission: &Submission) -> Result<Finished, SubmitError> {
 pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError> {
     let started = Instant::now();
     let mode = submission.mode();
-    let (channel, address, embedded) = match &mode {
+    let (connection, address, embedded) = match &mode {
         Mode::Cluster(address) => (
-            transport::endpoint(address)?.connect_lazy(),
+            transport::endpoint(address)?.connect_lazy().into(),
             address.clone(),
             None,
         ),
         Mode::Embedded { threads } | Mode::Local { threads } => {
-            let cluster = EmbeddedCluster::start(*threads);
+            let cluster = EmbeddedCluster::start(*threads).map_err(|e| {
+                SubmitError::Local(format!("cannot start the embedded coordinator: {e}"))
+            })?;
             (
-                cluster.channel(),
+                cluster.connection(),
                 "the embedded coordinator".to_owned(),
                 Some(cluster),
             )
@@ -171,7 +173,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
         .transpose()?;
     let request = submission.request();
     let job = client::run_job(
-        channel,
+        connection,
         &address,
         &request,
         writer.as_ref().map(|w| &w.queue),

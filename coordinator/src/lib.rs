@@ -5,8 +5,9 @@
 //! - [`service`]: the gRPC adapters around it.
 //! - [`config`] and [`validate`]: what may be configured and requested.
 //!
-//! [`run`] serves on any stream of connections (TCP, or the in-process
-//! transport of the embedded cluster) until `shutdown` resolves.
+//! [`run_tcp`] serves on a TCP listener until `shutdown` resolves;
+//! [`in_process`] serves calls made from the same process (the embedded
+//! cluster), with no listener at all.
 
 pub mod config;
 pub mod scheduler;
@@ -17,13 +18,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use farm_proto::transport::{
-    CONNECTION_WINDOW_BYTES, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES,
+    CONNECTION_WINDOW_BYTES, Connection, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES,
     STREAM_WINDOW_BYTES,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpIncoming};
 
@@ -96,6 +99,29 @@ where
     ticker.abort();
     served?;
     Ok(())
+}
+
+/// A coordinator serving calls made from this process: the returned
+/// [`Connection`] calls its routes directly, so messages (and the value
+/// buffers in them) are handed over without HTTP/2 or copies. It stops
+/// when `shutdown` resolves, ending every job stream and worker session;
+/// the task ends then.
+pub fn in_process(
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Connection, JoinHandle<()>), CoordinatorError> {
+    config.validate()?;
+    let stop = CancellationToken::new();
+    let hub = Arc::new(Hub::new(config.clone(), stop.clone()));
+    let ticker = tokio::spawn(tick_periodically(hub.clone(), config.tick));
+    let routes = Routes::new(JobService(JobsApi::new(hub.clone())))
+        .add_service(WorkerService(WorkersApi::new(hub)));
+    let task = tokio::spawn(async move {
+        shutdown.await;
+        stop.cancel();
+        ticker.abort();
+    });
+    Ok((Connection::in_process(routes), task))
 }
 
 async fn tick_periodically(hub: Arc<Hub>, tick: std::time::Duration) {

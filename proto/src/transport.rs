@@ -1,14 +1,16 @@
 //! How peers reach a coordinator: the connection settings every client
-//! and worker shares, and an in-process transport for the embedded
-//! cluster (no port, no kernel, same gRPC path).
+//! and worker shares, and [`Connection`], which carries calls over TCP or
+//! straight to an in-process coordinator (the embedded cluster: no port,
+//! no kernel, the same gRPC messages).
 
+use std::fmt;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tokio::io::DuplexStream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint, Uri};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
 
 /// HTTP/2 flow-control windows. The 64 KiB default would stall a stream
 /// of multi-megabyte result batches on window updates; a stream's window
@@ -65,48 +67,64 @@ fn configure(endpoint: Endpoint) -> Endpoint {
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
 }
 
-/// Bytes buffered in each direction of an in-process connection.
-const IN_PROCESS_BUFFER: usize = 4 << 20;
+/// An error of the layer that carries calls.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Connections waiting to be accepted by the in-process server.
-const IN_PROCESS_BACKLOG: usize = 16;
+type BoxedService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
 
-/// The server side of an in-process transport: a stream of connections
-/// for `Server::serve_with_incoming`.
-pub type InProcessIncoming = ReceiverStream<std::io::Result<DuplexStream>>;
-
-/// The client side of an in-process transport: makes channels whose every
-/// connection is a fresh in-memory pipe to the matching server.
-#[derive(Debug, Clone)]
-pub struct InProcessConnector {
-    accept: mpsc::Sender<std::io::Result<DuplexStream>>,
+/// What carries gRPC calls to a coordinator: a [`Channel`] over TCP, or
+/// the coordinator's routes in this same process (the embedded cluster),
+/// where a call is a function call and a message's buffers are handed
+/// over as they are, with no HTTP/2 and no copies in between.
+#[derive(Clone)]
+pub struct Connection {
+    service: BoxedService,
 }
 
-/// A connected pair: serve `incoming`, connect with `connector`.
-pub fn in_process() -> (InProcessConnector, InProcessIncoming) {
-    let (accept, incoming) = mpsc::channel(IN_PROCESS_BACKLOG);
-    (InProcessConnector { accept }, ReceiverStream::new(incoming))
+impl Connection {
+    /// Calls go straight to `service`: the routes of an in-process server.
+    pub fn in_process<S>(service: S) -> Connection
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        let service = service.map_err(Into::into);
+        Connection {
+            service: BoxCloneSyncService::new(service),
+        }
+    }
 }
 
-impl InProcessConnector {
-    /// A lazily connecting channel to the in-process server.
-    pub fn channel(&self) -> Channel {
-        let accept = self.accept.clone();
-        let connector = tower::service_fn(move |_: Uri| {
-            let accept = accept.clone();
-            async move {
-                let (client, server) = tokio::io::duplex(IN_PROCESS_BUFFER);
-                accept.send(Ok(server)).await.map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::ConnectionRefused,
-                        "the in-process coordinator has stopped",
-                    )
-                })?;
-                Ok::<_, std::io::Error>(TokioIo::new(client))
-            }
-        });
-        configure(Endpoint::from_static("http://in-process.farm"))
-            .connect_with_connector_lazy(connector)
+impl From<Channel> for Connection {
+    fn from(channel: Channel) -> Connection {
+        Connection {
+            service: BoxCloneSyncService::new(channel.map_err(BoxError::from)),
+        }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+impl Service<http::Request<Body>> for Connection {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = <BoxedService as Service<http::Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        self.service.call(request)
     }
 }
 

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use farm_cli::client::{self, ClientError, JobReport, JobRequest};
 use farm_coordinator::CoordinatorConfig;
 use farm_proto::transport;
+use farm_proto::transport::Connection;
 use farm_proto::v1;
 use farm_worker::{WorkerConfig, WorkerError};
 use tokio::sync::mpsc;
@@ -130,12 +131,16 @@ impl TestCluster {
         config.name = format!("test-worker-{}", self.workers.len());
         config.threads = self.threads_per_worker;
         let drain = CancellationToken::new();
-        let task = tokio::spawn(farm_worker::run(config, self.channel(), drain.clone()));
+        let task = tokio::spawn(farm_worker::run(
+            config,
+            self.channel().into(),
+            drain.clone(),
+        ));
         self.workers.push(WorkerHandle { drain, task });
     }
 
     pub async fn status(&self) -> v1::GetClusterStatusResponse {
-        client::cluster_status(self.channel(), &self.address())
+        client::cluster_status(self.channel().into(), &self.address())
             .await
             .expect("cluster status")
     }
@@ -151,7 +156,7 @@ impl TestCluster {
 
     /// Runs a job on a fresh connection, collecting any streamed values.
     pub async fn run(&self, request: &JobRequest) -> Result<JobRun, ClientError> {
-        run_on(self.channel(), &self.address(), request).await
+        run_on(self.channel().into(), &self.address(), request).await
     }
 
     /// Drains worker `index` (counting the workers still running) and waits
@@ -189,9 +194,9 @@ impl TestCluster {
     }
 }
 
-/// Runs a job through `channel`, collecting any streamed values.
+/// Runs a job through `connection`, collecting any streamed values.
 pub async fn run_on(
-    channel: Channel,
+    connection: Connection,
     address: &str,
     request: &JobRequest,
 ) -> Result<JobRun, ClientError> {
@@ -204,7 +209,7 @@ pub async fn run_on(
         values
     });
     let sender = request.stream_values.then_some(&tx);
-    let report = client::run_job(channel, address, request, sender).await;
+    let report = client::run_job(connection, address, request, sender).await;
     drop(tx);
     let values = collector.await.expect("collector task");
     Ok(JobRun {

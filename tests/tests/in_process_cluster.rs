@@ -106,8 +106,8 @@ async fn two_clients_run_jobs_at_once() {
     let first = request(0, 4_000_000, Some(65_536), true);
     let second = request(77, 3_000_000, Some(65_536), false);
     let (a, b) = tokio::join!(
-        run_on(cluster.channel(), &address, &first),
-        run_on(cluster.channel(), &address, &second),
+        run_on(cluster.channel().into(), &address, &first),
+        run_on(cluster.channel().into(), &address, &second),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_ne!(a.report.job_id, b.report.job_id);
@@ -136,7 +136,7 @@ async fn a_draining_worker_hands_back_its_work_and_the_job_still_finishes() {
     let run = {
         let channel = cluster.channel();
         let address = cluster.address();
-        tokio::spawn(async move { run_on(channel, &address, &job).await })
+        tokio::spawn(async move { run_on(channel.into(), &address, &job).await })
     };
     farm_tests::wait_until(
         "the job to start",
@@ -258,7 +258,7 @@ async fn a_client_that_leaves_cancels_its_job() {
     let job = request(0, 5_000_000_000, None, false);
     let channel = cluster.channel();
     let address = cluster.address();
-    let abandoned = tokio::spawn(async move { run_on(channel, &address, &job).await });
+    let abandoned = tokio::spawn(async move { run_on(channel.into(), &address, &job).await });
     farm_tests::wait_until(
         "the job to start",
         std::time::Duration::from_secs(10),

@@ -19,9 +19,9 @@ mod session;
 
 use std::sync::Arc;
 
+use farm_proto::transport::Connection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub use config::{ConfigError, WorkerConfig};
 
@@ -43,21 +43,21 @@ pub enum WorkerError {
     Refused { coordinator: String, reason: String },
 }
 
-/// Serves the coordinator behind `channel` until `drain` is cancelled and
-/// everything held is finished or handed back.
+/// Serves the coordinator behind `connection` until `drain` is cancelled
+/// and everything held is finished or handed back.
 pub async fn run(
     config: WorkerConfig,
-    channel: Channel,
+    connection: Connection,
     drain: CancellationToken,
 ) -> Result<(), WorkerError> {
-    run_reporting(config, channel, drain, watch::Sender::new(false)).await
+    run_reporting(config, connection, drain, watch::Sender::new(false)).await
 }
 
 /// Like [`run`], and keeps `connected` true while a session with the
 /// coordinator is up (for health checks).
 pub async fn run_reporting(
     config: WorkerConfig,
-    channel: Channel,
+    connection: Connection,
     drain: CancellationToken,
     connected: watch::Sender<bool>,
 ) -> Result<(), WorkerError> {
@@ -77,7 +77,7 @@ pub async fn run_reporting(
     let mut backoff = Backoff::default();
     let mut attempt = 1u32;
     while !drain.is_cancelled() {
-        let ended = session::run(channel.clone(), &config, &pool, &drain, &connected).await;
+        let ended = session::run(connection.clone(), &config, &pool, &drain, &connected).await;
         connected.send_replace(false);
         match ended {
             Ok(SessionEnd::Drained) => break,

@@ -110,7 +110,7 @@ async fn serve(args: Args, faults: Faults) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot serve health checks on {address}: {e}"))?;
         tokio::spawn(serve_health(listener, connection, drain.clone()));
     }
-    farm_worker::run_reporting(config, endpoint.connect_lazy(), drain, connected).await?;
+    farm_worker::run_reporting(config, endpoint.connect_lazy().into(), drain, connected).await?;
     Ok(())
 }
 

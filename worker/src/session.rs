@@ -16,6 +16,7 @@ use bytes::Bytes;
 use farm_catalog::{ChunkOutput, Function, evaluate_reusing};
 use farm_proto::error::{describe, peer_is_not_grpc};
 use farm_proto::probe;
+use farm_proto::transport::Connection;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
 use farm_proto::wire::{self, Encoded, FrameBody, FrameSender, MessageReader, method};
@@ -23,7 +24,6 @@ use farm_proto::{PROTOCOL_VERSION, v1};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::buffers;
@@ -90,7 +90,7 @@ struct ChunkFailure {
 }
 
 pub(crate) async fn run(
-    channel: Channel,
+    connection: Connection,
     config: &WorkerConfig,
     pool: &Arc<ComputePool>,
     drain: &CancellationToken,
@@ -106,7 +106,7 @@ pub(crate) async fn run(
     let _ = outbox.try_send(encode(hello));
     let opened = tokio::time::timeout(
         OPEN_TIMEOUT,
-        wire::call::open(channel, method::WORKER_SESSION, requests),
+        wire::call::open(connection, method::WORKER_SESSION, requests),
     )
     .await
     .map_err(|_| SessionError::Unreachable("no answer within 10 s".to_owned()))?;
