@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use farm_coordinator::CoordinatorConfig;
 use farm_proto::transport;
 use farm_worker::WorkerConfig;
@@ -22,7 +24,13 @@ const EMBEDDED_WINDOW_BYTES: u64 = 32 << 20;
 #[derive(Debug)]
 pub struct EmbeddedCluster {
     channel: Channel,
-    stop: CancellationToken,
+    /// Cancelled first: the worker hands back what it holds and ends its
+    /// session itself.
+    drain_worker: CancellationToken,
+    /// Cancelled once the worker is gone, so the coordinator never closes
+    /// a live session (which the worker would report as a lost
+    /// coordinator).
+    stop_coordinator: CancellationToken,
     coordinator: JoinHandle<()>,
     worker: JoinHandle<()>,
 }
@@ -31,9 +39,10 @@ impl EmbeddedCluster {
     /// Starts a coordinator and a worker with `threads` compute threads.
     pub fn start(threads: usize) -> EmbeddedCluster {
         let (connector, incoming) = transport::in_process();
-        let stop = CancellationToken::new();
+        let stop_coordinator = CancellationToken::new();
+        let drain_worker = CancellationToken::new();
         let coordinator = tokio::spawn({
-            let stop = stop.clone();
+            let stop = stop_coordinator.clone();
             async move {
                 let mut config = CoordinatorConfig::default();
                 // One worker on this machine's cores holds a chunk or two
@@ -52,7 +61,7 @@ impl EmbeddedCluster {
         config.threads = threads;
         let worker = tokio::spawn({
             let channel = connector.channel();
-            let drain = stop.child_token();
+            let drain = drain_worker.clone();
             async move {
                 if let Err(err) = farm_worker::run(config, channel, drain).await {
                     tracing::error!(%err, "embedded worker failed");
@@ -61,7 +70,8 @@ impl EmbeddedCluster {
         });
         EmbeddedCluster {
             channel: connector.channel(),
-            stop,
+            drain_worker,
+            stop_coordinator,
             coordinator,
             worker,
         }
@@ -72,15 +82,23 @@ impl EmbeddedCluster {
         self.channel.clone()
     }
 
-    /// Stops the worker and the coordinator, waiting a little for both.
+    /// Drains the worker, then stops the coordinator, waiting at most
+    /// [`STOP_TIMEOUT`] for both together.
     pub async fn stop(self) {
-        self.stop.cancel();
-        let both = async {
-            let _ = self.worker.await;
-            let _ = self.coordinator.await;
-        };
-        if tokio::time::timeout(STOP_TIMEOUT, both).await.is_err() {
-            tracing::debug!("embedded cluster did not stop within {STOP_TIMEOUT:?}");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        self.drain_worker.cancel();
+        if tokio::time::timeout_at(deadline, self.worker)
+            .await
+            .is_err()
+        {
+            tracing::debug!("the embedded worker did not stop within {STOP_TIMEOUT:?}");
+        }
+        self.stop_coordinator.cancel();
+        if tokio::time::timeout_at(deadline, self.coordinator)
+            .await
+            .is_err()
+        {
+            tracing::debug!("the embedded coordinator did not stop within {STOP_TIMEOUT:?}");
         }
     }
 }
