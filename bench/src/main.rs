@@ -5,8 +5,8 @@
 //!
 //! - [`compute`]: large jobs vs a plain rayon loop, the worker's CPU use,
 //!   and tiny jobs from process start to exit.
-//! - [`streaming`]: values on stdout vs loopback TCP, and `--output FILE`
-//!   vs writing the same bytes directly.
+//! - [`streaming`]: values on stdout vs loopback TCP.
+//! - [`output`]: `--output FILE` vs writing the same bytes directly.
 //! - [`scheduling`]: chunks per second, real and simulated workers.
 //! - [`memory`]: peak RSS of the coordinator and the clients.
 //! - [`python`]: the Python tutorial's `Pool` experiment beside farm.
@@ -20,6 +20,7 @@ mod cluster;
 mod compute;
 mod hetero;
 mod memory;
+mod output;
 mod procfs;
 mod python;
 mod scheduling;
@@ -56,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         streaming::stdout(&bin, &args)?;
     }
     if args.runs_section(Section::Output) {
-        streaming::file(&bin, &args)?;
+        output::file(&bin, &args)?;
     }
     if args.runs_section(Section::Scheduling) {
         scheduling::run(&bin, &args)?;
