@@ -14,7 +14,7 @@ pub enum Section {
     Compute,
     /// Tiny jobs from process start to exit.
     Small,
-    /// Ordered values on stdout vs a loopback TCP reference.
+    /// Raw ordered values on stdout vs one and two loopback TCP hops.
     Streaming,
     /// `--output FILE` vs writing the same bytes directly.
     Output,
@@ -62,9 +62,13 @@ pub struct Args {
     #[arg(long, default_value_t = 50)]
     pub small_runs: usize,
 
-    /// streaming: elements streamed as text to stdout.
-    #[arg(long, default_value = "2e7", value_parser = parse_count)]
+    /// streaming: elements streamed as raw f64 to stdout (8 bytes each).
+    #[arg(long, default_value = "1e8", value_parser = parse_count)]
     pub stream_n: u64,
+    /// streaming: elements streamed as text to stdout for the secondary
+    /// text row (0 skips it).
+    #[arg(long, default_value = "2e7", value_parser = parse_count)]
+    pub stream_text_n: u64,
     /// output: elements written to a .bin file (8 bytes each).
     #[arg(long, default_value = "1e8", value_parser = parse_count)]
     pub output_n: u64,

@@ -5,7 +5,8 @@
 //!
 //! - [`compute`]: large jobs vs a plain rayon loop, the worker's CPU use,
 //!   and tiny jobs from process start to exit.
-//! - [`streaming`]: values on stdout vs loopback TCP.
+//! - [`streaming`]: raw values on stdout vs one and two loopback TCP hops
+//!   ([`loopback`]).
 //! - [`output`]: `--output FILE` vs writing the same bytes directly.
 //! - [`scheduling`]: chunks per second, real and simulated workers.
 //! - [`memory`]: peak RSS of the coordinator and the clients.
@@ -19,6 +20,7 @@ mod args;
 mod cluster;
 mod compute;
 mod hetero;
+mod loopback;
 mod memory;
 mod output;
 mod procfs;
@@ -54,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         compute::small_jobs(&bin, &args)?;
     }
     if args.runs_section(Section::Streaming) {
-        streaming::stdout(&bin, &args)?;
+        streaming::run(&bin, &args)?;
     }
     if args.runs_section(Section::Output) {
         output::file(&bin, &args)?;
