@@ -16,7 +16,8 @@ pub enum Section {
     Small,
     /// Raw ordered values on stdout vs one and two loopback TCP hops.
     Streaming,
-    /// `--output FILE` vs writing the same bytes directly.
+    /// `--output FILE` vs writing the same bytes directly, on disk and
+    /// on tmpfs.
     Output,
     /// Chunks per second: real workers, and 1,000 simulated workers.
     Scheduling,
@@ -72,6 +73,10 @@ pub struct Args {
     /// output: elements written to a .bin file (8 bytes each).
     #[arg(long, default_value = "1e8", value_parser = parse_count)]
     pub output_n: u64,
+    /// output: a tmpfs directory for the rows that leave the disk out
+    /// (skipped if it is not a directory).
+    #[arg(long, default_value = "/dev/shm")]
+    pub tmpfs_dir: PathBuf,
 
     /// scheduling: 4096-element chunks of the job on real workers.
     #[arg(long, default_value = "5e4", value_parser = parse_count)]

@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         streaming::run(&bin, &args)?;
     }
     if args.runs_section(Section::Output) {
-        output::file(&bin, &args)?;
+        output::run(&bin, &args)?;
     }
     if args.runs_section(Section::Scheduling) {
         scheduling::run(&bin, &args)?;
