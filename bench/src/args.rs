@@ -14,9 +14,10 @@ pub enum Section {
     Compute,
     /// Tiny jobs from process start to exit.
     Small,
-    /// Ordered values on stdout vs a loopback TCP reference.
+    /// Raw ordered values on stdout vs one and two loopback TCP hops.
     Streaming,
-    /// `--output FILE` vs writing the same bytes directly.
+    /// `--output FILE` vs writing the same bytes directly, on disk and
+    /// on tmpfs.
     Output,
     /// Chunks per second: real workers, and 1,000 simulated workers.
     Scheduling,
@@ -62,12 +63,20 @@ pub struct Args {
     #[arg(long, default_value_t = 50)]
     pub small_runs: usize,
 
-    /// streaming: elements streamed as text to stdout.
-    #[arg(long, default_value = "2e7", value_parser = parse_count)]
+    /// streaming: elements streamed as raw f64 to stdout (8 bytes each).
+    #[arg(long, default_value = "1e8", value_parser = parse_count)]
     pub stream_n: u64,
+    /// streaming: elements streamed as text to stdout for the secondary
+    /// text row (0 skips it).
+    #[arg(long, default_value = "2e7", value_parser = parse_count)]
+    pub stream_text_n: u64,
     /// output: elements written to a .bin file (8 bytes each).
     #[arg(long, default_value = "1e8", value_parser = parse_count)]
     pub output_n: u64,
+    /// output: a tmpfs directory for the rows that leave the disk out
+    /// (skipped if it is not a directory).
+    #[arg(long, default_value = "/dev/shm")]
+    pub tmpfs_dir: PathBuf,
 
     /// scheduling: 4096-element chunks of the job on real workers.
     #[arg(long, default_value = "5e4", value_parser = parse_count)]

@@ -5,8 +5,9 @@
 //!
 //! - [`compute`]: large jobs vs a plain rayon loop, the worker's CPU use,
 //!   and tiny jobs from process start to exit.
-//! - [`streaming`]: values on stdout vs loopback TCP, and `--output FILE`
-//!   vs writing the same bytes directly.
+//! - [`streaming`]: raw values on stdout vs one and two loopback TCP hops
+//!   ([`loopback`]).
+//! - [`output`]: `--output FILE` vs writing the same bytes directly.
 //! - [`scheduling`]: chunks per second, real and simulated workers.
 //! - [`memory`]: peak RSS of the coordinator and the clients.
 //! - [`python`]: the Python tutorial's `Pool` experiment beside farm.
@@ -19,7 +20,9 @@ mod args;
 mod cluster;
 mod compute;
 mod hetero;
+mod loopback;
 mod memory;
+mod output;
 mod procfs;
 mod python;
 mod scheduling;
@@ -53,10 +56,10 @@ fn main() -> anyhow::Result<()> {
         compute::small_jobs(&bin, &args)?;
     }
     if args.runs_section(Section::Streaming) {
-        streaming::stdout(&bin, &args)?;
+        streaming::run(&bin, &args)?;
     }
     if args.runs_section(Section::Output) {
-        streaming::file(&bin, &args)?;
+        output::run(&bin, &args)?;
     }
     if args.runs_section(Section::Scheduling) {
         scheduling::run(&bin, &args)?;

@@ -9,8 +9,8 @@ use anyhow::bail;
 
 use crate::args::Args;
 use crate::cluster::{COMMAND_TIMEOUT, LoopbackCluster, farm_command};
+use crate::output::{RemoveOnDrop, remove};
 use crate::procfs;
-use crate::streaming::{RemoveOnDrop, remove};
 
 /// The target for every process.
 const TARGET_BYTES: u64 = 256 << 20;

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use farm_catalog::Function;
 
 use crate::number::{NumberError, parse_count};
-use crate::output::Destination;
+use crate::output::{Destination, Format, OutputError, OutputSpec};
 
 /// farm: run a map over a huge range on every core of every machine you
 /// have, and get the ordered results back.
@@ -21,7 +21,7 @@ pub enum Command {
     /// Run a job and print its summary (or write its values with --output).
     Submit(SubmitArgs),
     /// Recompute the summary and digest of an output file (.npy, .bin,
-    /// .csv, .txt).
+    /// .csv, .txt), or of values on stdin (-).
     Digest(DigestArgs),
     /// Show a coordinator's workers and counters.
     Workers(WorkersArgs),
@@ -50,9 +50,13 @@ pub struct SubmitArgs {
     pub coordinator: Option<String>,
     /// Write the ordered values: FILE.npy (numpy), FILE.bin (raw
     /// little-endian f64), FILE.csv or FILE.txt (one per line), or - for
-    /// text on stdout.
+    /// stdout (text unless --format says otherwise).
     #[arg(long, short, value_parser = Destination::parse)]
     pub output: Option<Destination>,
+    /// The format of --output, whatever its extension [default: from the
+    /// extension; text for -].
+    #[arg(long, value_enum, requires = "output")]
+    pub format: Option<Format>,
     /// Elements per chunk (rounded up to a multiple of 4096) instead of
     /// the coordinator's choice.
     #[arg(long, value_parser = parse_chunk_size, allow_hyphen_values = true)]
@@ -65,10 +69,25 @@ pub struct SubmitArgs {
     pub json: bool,
 }
 
+impl SubmitArgs {
+    /// Where and how to write the values, if asked: `--format` or the
+    /// extension of `--output`, checked before any job is submitted.
+    pub fn output_spec(&self) -> Result<Option<OutputSpec>, OutputError> {
+        self.output
+            .clone()
+            .map(|destination| OutputSpec::new(destination, self.format))
+            .transpose()
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DigestArgs {
-    /// The output file to summarise.
+    /// The output file to summarise, or - for stdin.
     pub file: String,
+    /// How to read it, whatever its extension [default: from the
+    /// extension; text for -].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -10,6 +10,7 @@ use farm_coordinator::{CoordinatorConfig, CoordinatorError};
 use farm_proto::transport::Connection;
 use farm_worker::WorkerConfig;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long the embedded parts get to stop once the job is done.
@@ -23,7 +24,13 @@ const EMBEDDED_WINDOW_BYTES: u64 = 32 << 20;
 #[derive(Debug)]
 pub struct EmbeddedCluster {
     connection: Connection,
-    stop: CancellationToken,
+    /// Cancelled first: the worker hands back what it holds and ends its
+    /// session itself.
+    drain_worker: CancellationToken,
+    /// Cancelled once the worker is gone, so the coordinator never closes
+    /// a live session (which the worker would report as a lost
+    /// coordinator).
+    stop_coordinator: CancellationToken,
     coordinator: JoinHandle<()>,
     worker: JoinHandle<()>,
 }
@@ -31,20 +38,21 @@ pub struct EmbeddedCluster {
 impl EmbeddedCluster {
     /// Starts a coordinator and a worker with `threads` compute threads.
     pub fn start(threads: usize) -> Result<EmbeddedCluster, CoordinatorError> {
-        let stop = CancellationToken::new();
+        let stop_coordinator = CancellationToken::new();
+        let drain_worker = CancellationToken::new();
         let mut config = CoordinatorConfig::default();
         // One worker on this machine's cores holds a chunk or two at a
         // time, so a smaller reorder window keeps it busy and halves what
         // this process holds for a slow output.
         config.scheduler.window.max_bytes = EMBEDDED_WINDOW_BYTES;
         let (connection, coordinator) =
-            farm_coordinator::in_process(config, stop.clone().cancelled_owned())?;
+            farm_coordinator::in_process(config, stop_coordinator.clone().cancelled_owned())?;
         let mut config = WorkerConfig::new("the embedded coordinator");
         config.name = "embedded".to_owned();
         config.threads = threads;
         let worker = tokio::spawn({
             let connection = connection.clone();
-            let drain = stop.child_token();
+            let drain = drain_worker.clone();
             async move {
                 if let Err(err) = farm_worker::run(config, connection, drain).await {
                     tracing::error!(%err, "embedded worker failed");
@@ -53,7 +61,8 @@ impl EmbeddedCluster {
         });
         Ok(EmbeddedCluster {
             connection,
-            stop,
+            drain_worker,
+            stop_coordinator,
             coordinator,
             worker,
         })
@@ -64,15 +73,23 @@ impl EmbeddedCluster {
         self.connection.clone()
     }
 
-    /// Stops the worker and the coordinator, waiting a little for both.
+    /// Drains the worker, then stops the coordinator, waiting at most
+    /// [`STOP_TIMEOUT`] for both together.
     pub async fn stop(self) {
-        self.stop.cancel();
-        let both = async {
-            let _ = self.worker.await;
-            let _ = self.coordinator.await;
-        };
-        if tokio::time::timeout(STOP_TIMEOUT, both).await.is_err() {
-            tracing::debug!("embedded cluster did not stop within {STOP_TIMEOUT:?}");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        self.drain_worker.cancel();
+        if tokio::time::timeout_at(deadline, self.worker)
+            .await
+            .is_err()
+        {
+            tracing::debug!("the embedded worker did not stop within {STOP_TIMEOUT:?}");
+        }
+        self.stop_coordinator.cancel();
+        if tokio::time::timeout_at(deadline, self.coordinator)
+            .await
+            .is_err()
+        {
+            tracing::debug!("the embedded coordinator did not stop within {STOP_TIMEOUT:?}");
         }
     }
 }

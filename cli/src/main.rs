@@ -81,13 +81,16 @@ impl From<SubmitError> for Failure {
 fn run_submit(args: SubmitArgs) -> Result<(), Failure> {
     let function = Function::from_name(&args.function).map_err(|e| Failure::new(2, e))?;
     let threads = args.threads.map_or_else(all_cores, usize::from);
-    let to_stdout = matches!(args.output, Some(Destination::Stdout));
+    let output = args.output_spec().map_err(|e| Failure::new(2, e))?;
+    let to_stdout = output
+        .as_ref()
+        .is_some_and(|spec| spec.destination == Destination::Stdout);
     let submission = Submission {
         function,
         start: args.start,
         n: args.n,
         chunk_size: args.chunk_size,
-        output: args.output,
+        output,
         coordinator: args.coordinator.filter(|c| !c.is_empty()),
         threads,
     };
@@ -128,8 +131,12 @@ fn run_submit(args: SubmitArgs) -> Result<(), Failure> {
 }
 
 fn run_digest(args: &DigestArgs) -> Result<(), Failure> {
-    let summary =
-        output::summarize_file(std::path::Path::new(&args.file)).map_err(|e| Failure::new(1, e))?;
+    let summary = if args.file == "-" {
+        output::summarize_stdin(args.format)
+    } else {
+        output::summarize_file(std::path::Path::new(&args.file), args.format)
+    }
+    .map_err(|e| Failure::new(1, e))?;
     report::print_file_summary(&mut std::io::stdout(), &args.file, &summary, args.json)
         .or_else(ignore_broken_pipe)
 }

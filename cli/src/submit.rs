@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{self, ClientError, JobReport, JobRequest};
 use crate::embedded::EmbeddedCluster;
-use crate::output::{self, Destination, OutputError, Sink};
+use crate::output::{self, OutputError, OutputSpec, Sink};
 
 /// Jobs up to this many elements skip the cluster when none is named:
 /// computing 1 Mi square roots takes about a millisecond, less than
@@ -46,7 +46,7 @@ pub struct Submission {
     pub start: u64,
     pub n: u64,
     pub chunk_size: Option<u64>,
-    pub output: Option<Destination>,
+    pub output: Option<OutputSpec>,
     pub coordinator: Option<String>,
     /// Threads for the embedded or local run.
     pub threads: usize,
@@ -111,7 +111,7 @@ pub fn run_local(submission: &Submission) -> Result<Finished, SubmitError> {
     let mut sink = submission
         .output
         .as_ref()
-        .map(|dest| output::create(dest, submission.n))
+        .map(|spec| output::create(spec, submission.n))
         .transpose()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(submission.threads)
@@ -169,7 +169,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
     let writer = submission
         .output
         .as_ref()
-        .map(|dest| output::create(dest, submission.n).map(ValueWriter::start))
+        .map(|spec| output::create(spec, submission.n).map(ValueWriter::start))
         .transpose()?;
     let request = submission.request();
     let job = client::run_job(

@@ -203,15 +203,45 @@ pub fn farm_bounded(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> O
     run_bounded(command, timeout).expect("start farm")
 }
 
+/// Runs `farm` with `input` on its stdin (e.g. `farm digest -`), bounded
+/// by [`PROCESS_TIMEOUT`].
+pub fn farm_with_stdin(args: &[&str], input: Vec<u8>) -> Output {
+    let mut command = Command::new(binary("farm"));
+    command.args(args).env_remove("FARM_COORDINATOR");
+    run_bounded_with_stdin(command, Some(input), PROCESS_TIMEOUT).expect("start farm")
+}
+
 /// Runs a command to completion with its output captured, killing it (and
 /// failing the test) after `timeout`. Errs only if it cannot be started.
-pub fn run_bounded(mut command: Command, timeout: Duration) -> std::io::Result<Output> {
+pub fn run_bounded(command: Command, timeout: Duration) -> std::io::Result<Output> {
+    run_bounded_with_stdin(command, None, timeout)
+}
+
+/// Like [`run_bounded`], with `input` (if any) written to the command's
+/// stdin, which is then closed; without it, stdin is empty.
+pub fn run_bounded_with_stdin(
+    mut command: Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> std::io::Result<Output> {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let described = format!("{command:?}");
-    let child = command.spawn()?;
+    let mut child = command.spawn()?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // From a thread: the child may fill its stdout before it has read
+        // all its input. A child that stops reading ends the write early.
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+    }
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

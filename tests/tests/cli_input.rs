@@ -96,7 +96,7 @@ fn an_unknown_function_lists_the_known_ones() {
 
 #[test]
 fn other_bad_input_exits_2() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &[
                 "submit",
@@ -110,7 +110,19 @@ fn other_bad_input_exits_2() {
         ),
         (
             &["submit", "sqrt", "--n", "10", "--output", "out.parquet"],
-            "invalid value 'out.parquet' for '--output <OUTPUT>'",
+            "cannot tell the format of out.parquet from its extension: \
+             supported extensions are .npy, .bin, .csv, .txt; \
+             or name the format with --format npy, bin or text",
+        ),
+        (
+            &["submit", "sqrt", "--n", "10", "--format", "bin"],
+            "the following required arguments were not provided:\n  --output <OUTPUT>",
+        ),
+        (
+            &[
+                "submit", "sqrt", "--n", "10", "--output", "-", "--format", "csv",
+            ],
+            "invalid value 'csv' for '--format <FORMAT>'",
         ),
         (
             &["submit", "sqrt", "--n", "10", "--chunk-size", "0"],
@@ -168,6 +180,42 @@ fn farm_digest_recomputes_the_summary_of_every_format() {
 }
 
 #[test]
+fn format_overrides_the_extension_for_submit_and_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = reference::summary(Function::Sqrt, 9, 50_000);
+    let expected_bytes = reference::bytes(Function::Sqrt, 9, 50_000);
+    let cases = [
+        ("values.dat", "npy"),
+        ("values.txt", "bin"),
+        ("no-extension", "text"),
+    ];
+    for (name, format) in cases {
+        let file = dir.path().join(name);
+        let file = file.to_str().unwrap();
+        let written = json(&farm(&[
+            "submit", "sqrt", "--n", "50000", "--start", "9", "--output", file, "--format", format,
+            "--json",
+        ]));
+        farm_tests::process::assert_summary_json(&written, &expected);
+        let bytes = std::fs::read(file).unwrap();
+        match format {
+            "npy" => {
+                assert!(bytes.starts_with(b"\x93NUMPY"), "{name}");
+                assert!(bytes.ends_with(&expected_bytes), "{name}");
+            }
+            "bin" => assert!(bytes == expected_bytes, "{name}"),
+            _ => assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 50_000),
+        }
+        let recomputed = json(&farm(&["digest", file, "--format", format, "--json"]));
+        farm_tests::process::assert_summary_json(&recomputed, &expected);
+    }
+    // Without --format, digest goes by the extension, and says so.
+    let out = farm(&["digest", dir.path().join("values.dat").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--format"), "{}", stderr(&out));
+}
+
+#[test]
 fn values_on_stdout_keep_the_summary_on_stderr() {
     let out = farm(&["submit", "sqrt", "--n", "5", "--output", "-"]);
     assert!(out.status.success());
@@ -176,6 +224,12 @@ fn values_on_stdout_keep_the_summary_on_stderr() {
         "0.0\n1.0\n1.4142135623730951\n1.7320508075688772\n2.0\n"
     );
     assert!(stderr(&out).contains("digest"));
+
+    let out = farm(&[
+        "submit", "sqrt", "--n", "5", "--output", "-", "--format", "bin",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == reference::bytes(Function::Sqrt, 0, 5));
 }
 
 #[test]

@@ -81,6 +81,13 @@ pub async fn run_reporting(
         connected.send_replace(false);
         match ended {
             Ok(SessionEnd::Drained) => break,
+            // Asked to stop anyway (e.g. the embedded cluster stopping its
+            // coordinator and worker together): losing the coordinator now
+            // is no news, and there is no reconnecting to do.
+            Ok(SessionEnd::Lost(reason)) if drain.is_cancelled() => {
+                tracing::info!(coordinator = %config.coordinator, %reason, "the session ended while draining");
+                break;
+            }
             Ok(SessionEnd::Lost(reason)) => {
                 tracing::warn!(coordinator = %config.coordinator, %reason, "lost the coordinator; reconnecting");
                 backoff.reset();

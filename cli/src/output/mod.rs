@@ -10,13 +10,16 @@
 //!   through the catalog's reducer, so its summary is bit-identical to the
 //!   one the cluster reported for the same values.
 //!
-//! The format follows the extension ([`Format`]):
+//! The format ([`Format`]) is `--format` if given, else the extension:
 //!
 //! - `.npy`: NumPy format 1.0, a 1-D `'<f8'` array.
 //! - `.bin`: raw little-endian IEEE-754 binary64, no header.
 //! - `.csv`, `.txt`: one value per line in shortest round-trip form, with
-//!   `NaN`, `inf` and `-inf` for the special values. `-` writes this to
-//!   stdout.
+//!   `NaN`, `inf` and `-inf` for the special values.
+//!
+//! `-` is stdout (for `farm digest`, stdin), which has no extension: text
+//! unless `--format` says otherwise, so `--output - --format bin` pipes the
+//! raw values to another program.
 //!
 //! Loading each in Python (all three give the same float64 array, bit for
 //! bit, except that text keeps no NaN payloads):
@@ -41,20 +44,21 @@ use std::str::FromStr;
 
 use farm_catalog::ReducerError;
 
-pub use read::summarize_file;
+pub use read::{summarize_file, summarize_stdin};
 pub use sink::{Sink, create};
 
 /// The extensions [`Format::from_path`] knows, for error messages.
 const SUPPORTED: &str = ".npy, .bin, .csv, .txt";
 
-/// An output file format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An output file format. Its variants are also the values of `--format`,
+/// and their docs its help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// NumPy `.npy`, version 1.0, dtype `'<f8'`.
+    /// NumPy .npy (version 1.0, dtype '<f8'), as written for FILE.npy.
     Npy,
-    /// Raw little-endian f64.
+    /// Raw little-endian f64, no header, as written for FILE.bin.
     Bin,
-    /// One value per line (`.csv` or `.txt`).
+    /// One value per line, as written for FILE.csv, FILE.txt and -.
     Text,
 }
 
@@ -74,38 +78,63 @@ impl Format {
             }),
         }
     }
+
+    /// The format of the file at `path`: `explicit` (`--format`) if given,
+    /// else the one its extension calls for.
+    pub fn of_file(path: &Path, explicit: Option<Format>) -> Result<Format, OutputError> {
+        match explicit {
+            Some(format) => Ok(format),
+            None => Format::from_path(path),
+        }
+    }
 }
 
 /// Where `--output` sends a job's values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
-    /// `-`: text on stdout.
+    /// `-`: stdout.
     Stdout,
-    /// A file, whose extension gives its [`Format`].
+    /// A file.
     File(PathBuf),
 }
 
 impl Destination {
-    /// Parses an `--output` argument, checking the extension up front so a
-    /// bad name fails before the job is submitted.
+    /// Parses an `--output` argument. Its format is checked later, with
+    /// `--format` ([`OutputSpec::new`]).
     pub fn parse(arg: &str) -> Result<Destination, OutputError> {
         match arg {
             "" => Err(OutputError::EmptyDestination),
             "-" => Ok(Destination::Stdout),
-            _ => {
-                let path = PathBuf::from(arg);
-                Format::from_path(&path)?;
-                Ok(Destination::File(path))
-            }
+            _ => Ok(Destination::File(PathBuf::from(arg))),
         }
     }
+}
 
-    /// The format written to this destination.
-    pub fn format(&self) -> Result<Format, OutputError> {
-        match self {
-            Destination::Stdout => Ok(Format::Text),
-            Destination::File(path) => Format::from_path(path),
-        }
+/// What `--output` and `--format` ask for: where the values go, and how
+/// they are written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub destination: Destination,
+    pub format: Format,
+}
+
+impl OutputSpec {
+    /// `explicit` (`--format`) wins; without it a file's extension decides
+    /// (an unknown one is an error, before any job is submitted) and
+    /// stdout gets text.
+    pub fn new(
+        destination: Destination,
+        explicit: Option<Format>,
+    ) -> Result<OutputSpec, OutputError> {
+        let format = match (&destination, explicit) {
+            (Destination::Stdout, None) => Format::Text,
+            (Destination::Stdout, Some(format)) => format,
+            (Destination::File(path), explicit) => Format::of_file(path, explicit)?,
+        };
+        Ok(OutputSpec {
+            destination,
+            format,
+        })
     }
 }
 
@@ -135,7 +164,8 @@ pub enum OutputError {
     #[error("the output file name is empty: give a file ending in {SUPPORTED}, or - for stdout")]
     EmptyDestination,
     #[error(
-        "cannot tell the format of {} from its extension: supported extensions are {SUPPORTED}",
+        "cannot tell the format of {} from its extension: supported extensions are {SUPPORTED}; \
+         or name the format with --format npy, bin or text",
         path.display()
     )]
     UnknownFormat { path: PathBuf },
@@ -236,16 +266,39 @@ mod tests {
                 err.to_string(),
                 format!(
                     "cannot tell the format of {path} from its extension: \
-                     supported extensions are .npy, .bin, .csv, .txt"
+                     supported extensions are .npy, .bin, .csv, .txt; \
+                     or name the format with --format npy, bin or text"
                 )
             );
         }
     }
 
     #[test]
+    fn an_explicit_format_overrides_the_extension() {
+        let file = |name: &str| Destination::File(PathBuf::from(name));
+        let cases = [
+            (Destination::Stdout, None, Format::Text),
+            (Destination::Stdout, Some(Format::Bin), Format::Bin),
+            (Destination::Stdout, Some(Format::Npy), Format::Npy),
+            (file("a.npy"), None, Format::Npy),
+            (file("a.npy"), Some(Format::Bin), Format::Bin),
+            (file("a.out"), Some(Format::Npy), Format::Npy),
+            (file("no-extension"), Some(Format::Text), Format::Text),
+        ];
+        for (destination, explicit, format) in cases {
+            let spec = OutputSpec::new(destination.clone(), explicit).unwrap();
+            assert_eq!(spec.format, format, "{destination} {explicit:?}");
+            assert_eq!(spec.destination, destination);
+        }
+        assert!(matches!(
+            OutputSpec::new(file("a.out"), None),
+            Err(OutputError::UnknownFormat { .. })
+        ));
+    }
+
+    #[test]
     fn destinations_parse() {
         assert_eq!(Destination::parse("-").unwrap(), Destination::Stdout);
-        assert_eq!(Destination::Stdout.format().unwrap(), Format::Text);
         assert_eq!(
             "out/x.npy".parse::<Destination>().unwrap(),
             Destination::File(PathBuf::from("out/x.npy"))
@@ -258,10 +311,11 @@ mod tests {
             Destination::parse(""),
             Err(OutputError::EmptyDestination)
         ));
-        assert!(matches!(
-            Destination::parse("x.json"),
-            Err(OutputError::UnknownFormat { .. })
-        ));
+        // The extension is checked with --format, by OutputSpec::new.
+        assert_eq!(
+            Destination::parse("x.json").unwrap(),
+            Destination::File(PathBuf::from("x.json"))
+        );
     }
 
     #[test]

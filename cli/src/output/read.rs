@@ -1,4 +1,5 @@
-//! `farm digest FILE`: recomputing a job's summary from an output file.
+//! `farm digest FILE`: recomputing a job's summary from an output file (or
+//! from stdin, for `farm submit ... --output - | farm digest -`).
 //!
 //! The file is streamed one leaf ([`LEAF_LEN`] values) at a time through the
 //! catalog's [`Reducer`], the same leaf statistics and the same fold the
@@ -21,18 +22,37 @@ pub(super) trait ReadValues {
     fn read_values(&mut self, out: &mut Vec<f64>, max: usize) -> Result<(), OutputError>;
 }
 
-/// The summary of the values in the output file at `path`, whose extension
-/// gives its format.
-pub fn summarize_file(path: &Path) -> Result<Summary, OutputError> {
-    let format = Format::from_path(path)?;
+/// What errors call stdin.
+const STDIN_NAME: &str = "<stdin>";
+
+/// The summary of the values in the output file at `path`, read as
+/// `explicit` (`--format`) if given, else as its extension says.
+pub fn summarize_file(path: &Path, explicit: Option<Format>) -> Result<Summary, OutputError> {
+    let format = Format::of_file(path, explicit)?;
     let file = File::open(path).map_err(|error| OutputError::Open {
         path: path.to_path_buf(),
         error,
     })?;
+    summarize_stream(file, path, format)
+}
+
+/// The summary of the values on stdin, read as `explicit` if given, else
+/// as text (what `--output -` writes by default).
+pub fn summarize_stdin(explicit: Option<Format>) -> Result<Summary, OutputError> {
+    let format = explicit.unwrap_or(Format::Text);
+    summarize_stream(io::stdin().lock(), Path::new(STDIN_NAME), format)
+}
+
+/// `path` names the stream in errors.
+fn summarize_stream(
+    stream: impl Read,
+    path: &Path,
+    format: Format,
+) -> Result<Summary, OutputError> {
     match format {
-        Format::Npy => summarize(&mut npy::Reader::new(file, path)?, path),
-        Format::Bin => summarize(&mut bin::Reader::new(file, path), path),
-        Format::Text => summarize(&mut text::Reader::new(file, path), path),
+        Format::Npy => summarize(&mut npy::Reader::new(stream, path)?, path),
+        Format::Bin => summarize(&mut bin::Reader::new(stream, path), path),
+        Format::Text => summarize(&mut text::Reader::new(stream, path), path),
     }
 }
 
@@ -109,14 +129,19 @@ mod tests {
     fn missing_and_unknown_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.npy");
-        let err = summarize_file(&missing).unwrap_err();
+        let err = summarize_file(&missing, None).unwrap_err();
         assert!(matches!(err, OutputError::Open { .. }), "{err}");
         assert!(err.to_string().starts_with("cannot open "), "{err}");
         let unknown = dir.path().join("x.json");
         std::fs::write(&unknown, b"[]").unwrap();
         assert!(matches!(
-            summarize_file(&unknown),
+            summarize_file(&unknown, None),
             Err(OutputError::UnknownFormat { .. })
+        ));
+        // Named explicitly, the format is tried (and the text is refused).
+        assert!(matches!(
+            summarize_file(&unknown, Some(Format::Text)),
+            Err(OutputError::Parse { .. })
         ));
     }
 }

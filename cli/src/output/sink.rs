@@ -10,7 +10,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Destination, Format, OutputError, npy, text};
+use super::{Destination, Format, OutputError, OutputSpec, npy, text};
 
 /// Write buffer size: large enough that text output, written a line at a
 /// time, reaches the OS in big writes. Raw batches at least this large
@@ -20,11 +20,11 @@ const BUFFER_BYTES: usize = 1 << 20;
 /// Where [`Sink::write_batch`] reports stdout's errors from.
 const STDOUT_NAME: &str = "<stdout>";
 
-/// Opens `dest` for a job of `n` values. For a file this creates
-/// `<path>.partial` (and, for `.npy`, writes the header).
-pub fn create(dest: &Destination, n: u64) -> Result<Sink, OutputError> {
-    let format = dest.format()?;
-    let (target, partial) = match dest {
+/// Opens `spec`'s destination for a job of `n` values. For a file this
+/// creates `<path>.partial`; for `.npy`, it writes the header.
+pub fn create(spec: &OutputSpec, n: u64) -> Result<Sink, OutputError> {
+    let format = spec.format;
+    let (target, partial) = match &spec.destination {
         Destination::Stdout => (Target::Stdout(io::stdout()), None),
         Destination::File(path) => {
             let partial = PartialFile::new(path);
@@ -238,11 +238,16 @@ mod tests {
         values
     }
 
+    /// A file whose extension gives its format.
+    fn file(path: &Path) -> OutputSpec {
+        OutputSpec::new(Destination::File(path.to_path_buf()), None).unwrap()
+    }
+
     /// Writes `values` in uneven batches: 3 values, then 4095, then the
     /// rest.
-    fn write_uneven(dest: &Destination, values: &[f64]) -> Result<(), OutputError> {
+    fn write_uneven(spec: &OutputSpec, values: &[f64]) -> Result<(), OutputError> {
         let bytes = le_bytes(values);
-        let mut sink = create(dest, values.len() as u64)?;
+        let mut sink = create(spec, values.len() as u64)?;
         let cut1 = (3 * 8).min(bytes.len());
         let cut2 = (4098 * 8).min(bytes.len());
         for batch in [&bytes[..cut1], &bytes[cut1..cut2], &bytes[cut2..]] {
@@ -263,9 +268,9 @@ mod tests {
     fn check_round_trip(name: &str, values: &[f64]) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
-        write_uneven(&Destination::File(path.clone()), values).unwrap();
+        write_uneven(&file(&path), values).unwrap();
         assert_eq!(files_in(dir.path()), [name]);
-        let summary = summarize_file(&path).unwrap();
+        let summary = summarize_file(&path, None).unwrap();
         let expected = summarize_values(values);
         assert!(
             summary.bit_identical(&expected),
@@ -294,6 +299,26 @@ mod tests {
     }
 
     #[test]
+    fn a_format_named_explicitly_wins_over_the_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = sample(false);
+        for (name, format) in [("values.out", Format::Bin), ("x.txt", Format::Npy)] {
+            let path = dir.path().join(name);
+            let spec = OutputSpec::new(Destination::File(path.clone()), Some(format)).unwrap();
+            write_uneven(&spec, &values).unwrap();
+            let bytes = fs::read(&path).unwrap();
+            let header = match format {
+                Format::Npy => npy::header(values.len() as u64),
+                _ => Vec::new(),
+            };
+            assert_eq!(bytes[..header.len()], header[..], "{name}");
+            assert_eq!(bytes[header.len()..], le_bytes(&values)[..], "{name}");
+            let summary = summarize_file(&path, Some(format)).unwrap();
+            assert!(summary.bit_identical(&summarize_values(&values)), "{name}");
+        }
+    }
+
+    #[test]
     fn short_and_exact_leaf_outputs_round_trip() {
         for len in [1, 2, 4095, 4096, 4097, 8192] {
             let values: Vec<f64> = (0..len).map(|i| f64::from(i).sqrt()).collect();
@@ -314,7 +339,7 @@ mod tests {
     fn short_output_fails_at_finish_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.npy");
-        let mut sink = create(&Destination::File(path.clone()), 10).unwrap();
+        let mut sink = create(&file(&path), 10).unwrap();
         sink.write_batch(&le_bytes(&[1.0; 7])).unwrap();
         assert_eq!(sink.written(), 7);
         let err = sink.finish().unwrap_err();
@@ -329,7 +354,7 @@ mod tests {
     fn too_many_values_fail_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.bin");
-        let mut sink = create(&Destination::File(path.clone()), 2).unwrap();
+        let mut sink = create(&file(&path), 2).unwrap();
         let err = sink.write_batch(&le_bytes(&[1.0; 3])).unwrap_err();
         assert!(
             matches!(
@@ -356,7 +381,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for name in ["out.npy", "out.bin", "out.txt"] {
             let path = dir.path().join(name);
-            let mut sink = create(&Destination::File(path.clone()), 4).unwrap();
+            let mut sink = create(&file(&path), 4).unwrap();
             sink.write_batch(&le_bytes(&[1.0, 2.0])).unwrap();
             assert_eq!(files_in(dir.path()), [format!("{name}.partial")]);
             drop(sink);
@@ -369,7 +394,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.bin");
         fs::write(&path, b"old").unwrap();
-        let mut sink = create(&Destination::File(path.clone()), 1).unwrap();
+        let mut sink = create(&file(&path), 1).unwrap();
         // Until the job finishes, the old file stays as it was.
         assert_eq!(fs::read(&path).unwrap(), b"old");
         sink.write_batch(&le_bytes(&[4.0])).unwrap();
@@ -381,7 +406,7 @@ mod tests {
     fn create_errors_name_the_partial_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no-such-dir").join("out.npy");
-        let err = create(&Destination::File(path.clone()), 1).unwrap_err();
+        let err = create(&file(&path), 1).unwrap_err();
         assert!(matches!(err, OutputError::Create { .. }), "{err}");
         let message = err.to_string();
         assert!(
@@ -404,7 +429,8 @@ mod tests {
         if std::env::var_os(CHILD).is_some() {
             let bytes = le_bytes(&[1.5; 1 << 16]).into_owned();
             let n = batches * (1 << 16);
-            let mut sink = create(&Destination::Stdout, n).unwrap();
+            let stdout = OutputSpec::new(Destination::Stdout, None).unwrap();
+            let mut sink = create(&stdout, n).unwrap();
             for _ in 0..batches {
                 if let Err(err) = sink.write_batch(&bytes) {
                     // Exit before the test harness prints to the closed pipe.
