@@ -56,6 +56,10 @@ const MAX_CHUNK: u64 = 1 << 32;
 /// cost one pool hand-off and one message per batch instead of per chunk.
 const BATCH_ELEMENTS: u64 = 1 << 18;
 
+/// Results carrying at least this many bytes of values are sent one per
+/// message rather than batched, so their values are not copied.
+const SEND_ALONE_BYTES: usize = 64 << 10;
+
 /// The most leases a worker holds at once, however small.
 const MAX_HELD: u32 = 256;
 
@@ -410,6 +414,15 @@ impl Session<'_> {
                     .await;
                 }
             }
+        }
+        // A result with many values goes in a message of its own, where
+        // its values travel as the buffer they were computed in; in a
+        // batch they would be copied.
+        let (alone, mut results): (Vec<_>, Vec<_>) = results
+            .into_iter()
+            .partition(|r| r.values_le.len() >= SEND_ALONE_BYTES);
+        for result in alone {
+            self.send(Outgoing::Result(result)).await;
         }
         let pull = self.top_up();
         if results.is_empty() {

@@ -46,3 +46,26 @@ pub const GRPC_CONTENT_TYPE: &str = "application/grpc";
 
 /// Bytes before each gRPC message: a compression flag and a 4-byte length.
 const PREFIX_BYTES: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::method;
+
+    /// The generated clients call these paths; the coordinator's routes
+    /// must answer the same ones.
+    #[test]
+    fn method_paths_match_the_generated_clients() {
+        let generated = include_str!(concat!(env!("OUT_DIR"), "/farm.v1.rs"));
+        for path in [
+            method::SUBMIT_JOB,
+            method::GET_CLUSTER_STATUS,
+            method::GET_JOB_STATUS,
+            method::WORKER_SESSION,
+        ] {
+            assert!(generated.contains(&format!("\"{path}\"")), "{path}");
+        }
+        for service in [method::JOB_SERVICE, method::WORKER_SERVICE] {
+            assert!(generated.contains(&format!("\"{service}\"")), "{service}");
+        }
+    }
+}
