@@ -380,17 +380,6 @@ impl Job {
         self.is_running() && self.next_offset >= self.spec.n && self.retry.is_empty()
     }
 
-    /// Chunks in the window with exactly one live lease, by index.
-    pub fn singly_leased(&self) -> impl Iterator<Item = (u64, &Chunk, LiveLease)> + '_ {
-        self.window
-            .iter()
-            .enumerate()
-            .filter_map(move |(position, chunk)| match chunk.live_leases() {
-                [only] => Some((self.released_chunks + position as u64, chunk, *only)),
-                _ => None,
-            })
-    }
-
     pub fn status(&self, now: Instant) -> JobStatus {
         let state = match &self.outcome {
             None => JobState::Running,

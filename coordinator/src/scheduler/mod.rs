@@ -439,10 +439,13 @@ impl Scheduler {
     }
 
     /// The periodic check: declares silent workers dead and gives idle
-    /// workers backups of straggling chunks.
+    /// workers backups of straggling chunks. Backups are looked for here
+    /// only, not on every result: finding them walks every lease in
+    /// flight, and a straggler is by definition not in a hurry.
     pub fn tick(&mut self, now: Instant) {
         self.expire(now);
         self.assign(now);
+        self.assign_backups(now);
     }
 
     /// Workers silent for longer than the lease timeout lose their leases,
@@ -772,12 +775,10 @@ impl Scheduler {
 
     // ------------------------------------------------------------ leasing
 
-    /// Grants work to every worker with demand, round-robin over jobs; a
-    /// worker left idle when no job has new work may get a backup of a
-    /// straggling chunk.
+    /// Grants work to every worker with demand, round-robin over jobs.
+    /// Backups are not looked for here but on the tick.
     fn assign(&mut self, now: Instant) {
         let mut cursor: Option<WorkerId> = None;
-        let mut work_left = true;
         loop {
             let next = match cursor {
                 None => self.hungry.first(),
@@ -790,33 +791,23 @@ impl Scheduler {
                 break;
             };
             cursor = Some(worker);
+            let sizing = self.sizing(worker);
             let mut leases = Vec::new();
-            if work_left {
-                let sizing = self.sizing(worker);
-                while self.workers.get(&worker).is_some_and(|w| w.demand > 0) {
-                    let Some(lease) = self.next_lease(worker, sizing, now) else {
-                        work_left = false;
-                        break;
-                    };
-                    self.record_grant(worker, lease.token);
-                    leases.push(lease);
-                }
-            }
-            if leases.is_empty() && self.leases_of(worker).is_empty() {
-                match self.backup_lease(worker, now) {
-                    Some(lease) => {
-                        self.record_grant(worker, lease.token);
-                        self.counters.backups_granted += 1;
-                        leases.push(lease);
-                    }
-                    // No straggler worth a backup now: the same holds for
-                    // the other idle workers, so stop looking.
-                    None if !work_left => break,
-                    None => {}
-                }
+            let mut work_left = true;
+            while self.workers.get(&worker).is_some_and(|w| w.demand > 0) {
+                let Some(lease) = self.next_lease(worker, sizing, now) else {
+                    work_left = false;
+                    break;
+                };
+                self.record_grant(worker, lease.token);
+                leases.push(lease);
             }
             if !leases.is_empty() {
                 self.effects.push(Effect::Grant { worker, leases });
+            }
+            // No job has work now: the other workers would get nothing.
+            if !work_left {
+                break;
             }
         }
     }

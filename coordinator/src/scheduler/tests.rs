@@ -494,8 +494,13 @@ fn an_idle_worker_backs_up_a_straggler_and_the_first_result_wins() {
     }
     assert!(grants(&s.take_effects()).is_empty(), "no demand, no lease");
     s.pull(fast, 1, t0);
+    assert!(
+        grants(&s.take_effects()).is_empty(),
+        "backups wait for the tick"
+    );
     // The fast worker is idle and the slow one needs ~400 us for its
     // chunk: the fast one gets a backup.
+    s.tick(t0);
     let backups = grants(&s.take_effects());
     assert_eq!(backups.len(), 1);
     let (to, backup) = backups[0].clone();
@@ -561,11 +566,13 @@ fn a_failing_chunk_gets_no_backups_and_keeps_its_attempt_budget() {
             .unwrap();
     }
     s.pull(fast, 1, t0);
+    s.tick(t0);
     let (_, backup) = grants(&s.take_effects()).remove(0);
     assert_eq!(backup.token.chunk, poisoned.token.chunk);
     s.fail(fast, backup.token, "boom".into(), true, t0).unwrap();
     // The chunk failed: no more backups while the slow worker holds it.
     s.pull(fast, 1, t0);
+    s.tick(t0);
     assert!(grants(&s.take_effects()).is_empty());
     s.fail(slow, poisoned.token, "boom".into(), true, t0)
         .unwrap();
@@ -711,4 +718,59 @@ fn a_thousand_workers_share_tiny_chunks() {
     assert_eq!(status.state, JobState::Finished);
     assert_eq!(status.chunks_done, 5000);
     assert_eq!(served.len(), 1000, "every worker got work");
+}
+
+#[test]
+fn idle_workers_back_up_the_slowest_stragglers_first() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let fast = [worker(&mut s, t0), worker(&mut s, t0)];
+    let slow = worker(&mut s, t0);
+    let slower = worker(&mut s, t0);
+    let speed_of = |w: WorkerId| match w {
+        w if w == slow => 1e7,
+        w if w == slower => 1e6,
+        _ => 1e9,
+    };
+    let spec = spec(6 * LEAF_LEN, Some(LEAF_LEN), false);
+    let warmup = s.submit(spec.clone(), t0).unwrap();
+    for w in [fast[0], fast[1], slow, slower] {
+        s.pull(w, 1, t0);
+    }
+    for (w, lease) in grants(&s.take_effects()) {
+        s.complete(w, lease.token, report_at(&lease, speed_of(w)), t0)
+            .unwrap();
+    }
+    s.cancel(warmup, t0);
+    s.take_effects();
+
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(slow, 1, t0);
+    s.pull(slower, 1, t0);
+    s.pull(fast[0], 2, t0);
+    s.pull(fast[1], 2, t0);
+    let leases = grants(&s.take_effects());
+    let held_by = |w: WorkerId| leases.iter().find(|(to, _)| *to == w).unwrap().1.token;
+    let (slow_token, slower_token) = (held_by(slow), held_by(slower));
+    for (w, lease) in leases.iter().filter(|(w, _)| fast.contains(w)) {
+        s.complete(*w, lease.token, report_at(lease, 1e9), t0)
+            .unwrap();
+    }
+    s.pull(fast[0], 1, t0);
+    s.pull(fast[1], 1, t0);
+    assert!(grants(&s.take_effects()).is_empty());
+
+    // The slower worker's chunk is expected to finish last: it is backed
+    // up first.
+    s.tick(t0);
+    let backups: Vec<(WorkerId, u64)> = grants(&s.take_effects())
+        .iter()
+        .map(|(w, l)| (*w, l.token.chunk))
+        .collect();
+    assert_eq!(
+        backups,
+        vec![(fast[0], slower_token.chunk), (fast[1], slow_token.chunk)]
+    );
+    let status = s.job_status(job, t0).unwrap();
+    assert_eq!(status.counters.backups_granted, 2);
 }
