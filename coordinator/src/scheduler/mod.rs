@@ -111,7 +111,7 @@ pub struct ChunkReport {
 /// Something the caller must do after a scheduler call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Send these leases to the worker.
+    /// Send these leases to the worker (one grant per worker per call).
     Grant {
         worker: WorkerId,
         leases: Vec<Lease>,
@@ -288,6 +288,10 @@ pub struct Scheduler {
     /// Workers with demand that take work: kept so that assigning costs
     /// the same with 4 workers or 1,000.
     hungry: BTreeSet<WorkerId>,
+    /// Where [`Scheduler::assign`] resumes: the worker it was serving when
+    /// work last ran out, so every hungry worker gets its turn whatever its
+    /// number.
+    assign_cursor: WorkerId,
     /// Speed of the workers that take work.
     cluster: ClusterSpeed,
     jobs: BTreeMap<JobId, Job>,
@@ -297,6 +301,9 @@ pub struct Scheduler {
     /// Where the round-robin over jobs resumes, for fairness.
     job_cursor: JobId,
     effects: Vec<Effect>,
+    /// Where each worker's grant sits in `effects`, so that everything a
+    /// worker gets in one call travels as one message.
+    queued_grants: BTreeMap<WorkerId, usize>,
     counters: Counters,
 }
 
@@ -306,6 +313,7 @@ impl Scheduler {
             config,
             workers: BTreeMap::new(),
             hungry: BTreeSet::new(),
+            assign_cursor: WorkerId(0),
             cluster: ClusterSpeed::default(),
             jobs: BTreeMap::new(),
             ended: VecDeque::new(),
@@ -313,6 +321,7 @@ impl Scheduler {
             next_job: 1,
             job_cursor: JobId(0),
             effects: Vec::new(),
+            queued_grants: BTreeMap::new(),
             counters: Counters::default(),
         }
     }
@@ -323,6 +332,7 @@ impl Scheduler {
 
     /// What the caller must do now, in order.
     pub fn take_effects(&mut self) -> Vec<Effect> {
+        self.queued_grants.clear();
         std::mem::take(&mut self.effects)
     }
 
@@ -775,41 +785,59 @@ impl Scheduler {
 
     // ------------------------------------------------------------ leasing
 
-    /// Grants work to every worker with demand, round-robin over jobs.
-    /// Backups are not looked for here but on the tick.
+    /// Grants work to the workers with demand, each in turn: a worker gets
+    /// as much of its demand as there is work for, in one grant, and the
+    /// next call resumes with the worker that was left short, so over time
+    /// every hungry worker is served, whatever its number. For each lease
+    /// the running jobs are taken in turn after a rotating cursor.
     fn assign(&mut self, now: Instant) {
-        let mut cursor: Option<WorkerId> = None;
-        loop {
-            let next = match cursor {
-                None => self.hungry.first(),
-                Some(last) => self
-                    .hungry
-                    .range((Bound::Excluded(last), Bound::Unbounded))
-                    .next(),
-            };
-            let Some(&worker) = next else {
-                break;
-            };
-            cursor = Some(worker);
+        while let Some(worker) = self.next_hungry() {
             let sizing = self.sizing(worker);
             let mut leases = Vec::new();
-            let mut work_left = true;
             while self.workers.get(&worker).is_some_and(|w| w.demand > 0) {
                 let Some(lease) = self.next_lease(worker, sizing, now) else {
-                    work_left = false;
-                    break;
+                    // No job has work now: start with this worker next time.
+                    self.assign_cursor = worker;
+                    self.queue_grant(worker, leases);
+                    return;
                 };
                 self.record_grant(worker, lease.token);
                 leases.push(lease);
             }
-            if !leases.is_empty() {
-                self.effects.push(Effect::Grant { worker, leases });
-            }
-            // No job has work now: the other workers would get nothing.
-            if !work_left {
-                break;
-            }
+            // Served in full: the next one's turn. (Removing it is a no-op
+            // that makes sure the loop ends.)
+            self.hungry.remove(&worker);
+            self.assign_cursor = WorkerId(worker.0.saturating_add(1));
+            self.queue_grant(worker, leases);
         }
+    }
+
+    /// The first hungry worker from the cursor on, wrapping around.
+    fn next_hungry(&self) -> Option<WorkerId> {
+        self.hungry
+            .range(self.assign_cursor..)
+            .next()
+            .or_else(|| self.hungry.first())
+            .copied()
+    }
+
+    /// Queues leases for `worker`, in the grant already queued for it if
+    /// there is one: a batch of results freeing window space one chunk at
+    /// a time is then answered with one message, not one per chunk.
+    /// Merging moves leases earlier, never later, so a revocation still
+    /// follows the grant of what it revokes.
+    fn queue_grant(&mut self, worker: WorkerId, mut leases: Vec<Lease>) {
+        if leases.is_empty() {
+            return;
+        }
+        if let Some(&index) = self.queued_grants.get(&worker)
+            && let Some(Effect::Grant { leases: queued, .. }) = self.effects.get_mut(index)
+        {
+            queued.append(&mut leases);
+            return;
+        }
+        self.queued_grants.insert(worker, self.effects.len());
+        self.effects.push(Effect::Grant { worker, leases });
     }
 
     fn record_grant(&mut self, worker: WorkerId, token: LeaseToken) {

@@ -21,7 +21,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use super::{Effect, JobId, Scheduler, WorkerId};
+use super::{JobId, Scheduler, WorkerId};
 
 /// A backup is worth it only if the idle worker would finish the chunk in
 /// under half the time its holder still needs.
@@ -77,10 +77,7 @@ impl Scheduler {
             };
             self.record_grant(worker, lease.token);
             self.counters.backups_granted += 1;
-            self.effects.push(Effect::Grant {
-                worker,
-                leases: vec![lease],
-            });
+            self.queue_grant(worker, vec![lease]);
         }
     }
 

@@ -1,5 +1,6 @@
 //! Scheduler rules, one scenario each, with time passed in.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -718,6 +719,108 @@ fn a_thousand_workers_share_tiny_chunks() {
     assert_eq!(status.state, JobState::Finished);
     assert_eq!(status.chunks_done, 5000);
     assert_eq!(served.len(), 1000, "every worker got work");
+}
+
+/// Grants in the effects, one entry per message.
+fn grant_messages(effects: Vec<Effect>) -> Vec<(WorkerId, Vec<Lease>)> {
+    effects
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Grant { worker, leases } => Some((worker, leases)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Grant messages in the order they were sent, and revoked tokens.
+fn deliver(
+    effects: Vec<Effect>,
+    sent: &mut VecDeque<(WorkerId, Vec<Lease>)>,
+    revoked: &mut BTreeSet<LeaseToken>,
+) {
+    for effect in effects {
+        match effect {
+            Effect::Grant { worker, leases } => sent.push_back((worker, leases)),
+            Effect::Revoke { tokens, .. } => revoked.extend(tokens),
+            Effect::JobReady(_) => {}
+        }
+    }
+}
+
+#[test]
+fn every_hungry_worker_gets_its_turn_when_the_window_is_short() {
+    // 100 workers each holding up to 32 leases, and a window of 256
+    // chunks: at most 8 of them can be served in full at once. Each answers
+    // a grant as soon as it is sent (grants in the order they were sent)
+    // and asks for as many again, like the bench's simulated workers.
+    let t0 = Instant::now();
+    let defaults = SchedulerConfig::default();
+    let mut s = Scheduler::new(SchedulerConfig {
+        window: WindowLimits {
+            max_chunks: 256,
+            ..defaults.window
+        },
+        ..defaults
+    });
+    let workers: Vec<WorkerId> = (0..100).map(|_| worker(&mut s, t0)).collect();
+    let job = s
+        .submit(spec(6400 * LEAF_LEN, Some(LEAF_LEN), false), t0)
+        .unwrap();
+    for w in &workers {
+        s.pull(*w, 32, t0);
+    }
+    let mut sent = VecDeque::new();
+    let mut revoked = BTreeSet::new();
+    deliver(s.take_effects(), &mut sent, &mut revoked);
+    while let Some((w, leases)) = sent.pop_front() {
+        for lease in &leases {
+            if !revoked.contains(&lease.token) {
+                s.complete(w, lease.token, report_for(lease), t0).unwrap();
+            }
+        }
+        s.pull(w, leases.len() as u32, t0);
+        deliver(s.take_effects(), &mut sent, &mut revoked);
+    }
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    assert_eq!(finished(&poll).chunks, 6400);
+    let computed: Vec<u64> = s
+        .worker_status(t0)
+        .iter()
+        .map(|w| w.chunks_completed)
+        .collect();
+    // Served in turn, 32 leases a turn: two turns each.
+    assert_eq!(computed, vec![64; 100]);
+}
+
+#[test]
+fn a_batch_of_results_is_answered_with_one_grant() {
+    let t0 = Instant::now();
+    let defaults = SchedulerConfig::default();
+    let mut s = Scheduler::new(SchedulerConfig {
+        window: WindowLimits {
+            max_chunks: 4,
+            ..defaults.window
+        },
+        ..defaults
+    });
+    let a = worker(&mut s, t0);
+    let b = worker(&mut s, t0);
+    s.submit(spec(8 * LEAF_LEN, Some(LEAF_LEN), false), t0)
+        .unwrap();
+    s.pull(a, 4, t0);
+    s.pull(b, 4, t0);
+    let held = grants(&s.take_effects());
+    assert_eq!(held.len(), 4, "the window is full");
+    // One call for the whole batch, as the service makes it.
+    for (_, lease) in &held {
+        s.complete(a, lease.token, report_for(lease), t0).unwrap();
+    }
+    let messages = grant_messages(s.take_effects());
+    let chunks: Vec<(WorkerId, Vec<u64>)> = messages
+        .iter()
+        .map(|(w, leases)| (*w, leases.iter().map(|l| l.token.chunk).collect()))
+        .collect();
+    assert_eq!(chunks, vec![(b, vec![4, 5, 6, 7])]);
 }
 
 #[test]
