@@ -36,7 +36,11 @@ pub(crate) struct Chunk {
     pub tries: u32,
     /// Workers that held this chunk, in lease order, for error reports.
     pub holders: Vec<WorkerId>,
+    /// The last failure a worker reported.
     pub last_error: Option<String>,
+    /// How the last lease lost with its worker was lost: the job's error
+    /// when the tries ran out without any worker reporting a failure.
+    pub last_loss: Option<String>,
 }
 
 #[derive(Debug)]
@@ -71,6 +75,7 @@ impl Chunk {
             tries: 0,
             holders: Vec::new(),
             last_error: None,
+            last_loss: None,
         }
     }
 

@@ -427,10 +427,17 @@ impl Job {
             range: chunk.offset..chunk.end(),
             attempts: chunk.next_attempt - 1,
             workers: chunk.holders.clone(),
+            // A reported failure says most about the chunk; without one,
+            // say how its leases were lost.
             last_error: chunk
                 .last_error
                 .clone()
-                .unwrap_or_else(|| "no error reported".to_owned()),
+                .or_else(|| {
+                    chunk.last_loss.as_ref().map(|loss| {
+                        format!("no worker reported an error; its last lease was lost when {loss}")
+                    })
+                })
+                .unwrap_or_else(|| "no worker reported an error".to_owned()),
         })
     }
 

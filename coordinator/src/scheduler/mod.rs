@@ -444,7 +444,8 @@ impl Scheduler {
         if entry.takes_work() {
             self.cluster.remove(entry.speed, entry.info.threads);
         }
-        self.requeue(worker, entry.leases, now);
+        let loss = format!("worker {worker} disconnected");
+        self.requeue(worker, entry.leases, &loss, now);
         self.assign(now);
     }
 
@@ -481,21 +482,24 @@ impl Scheduler {
                 lost = std::mem::take(&mut entry.leases);
             });
             self.counters.leases_expired += lost.len() as u64;
-            self.requeue(worker, lost, now);
+            let loss = format!("worker {worker} went silent for over {timeout:?}");
+            self.requeue(worker, lost, &loss, now);
         }
         self.assign(now);
     }
 
     /// Leases of a lost or silent worker end; each counts as a try.
-    fn requeue(&mut self, worker: WorkerId, tokens: Vec<LeaseToken>, now: Instant) {
+    /// `loss` says how they were lost, for the job's error.
+    fn requeue(&mut self, worker: WorkerId, tokens: Vec<LeaseToken>, loss: &str, now: Instant) {
         for token in tokens {
             let Some(job) = self.jobs.get_mut(&token.job) else {
                 continue;
             };
-            let live = job
-                .chunk(token.chunk)
-                .is_some_and(|c| c.is_live(token.attempt, worker));
-            if live {
+            let Some(chunk) = job.chunk_mut(token.chunk) else {
+                continue;
+            };
+            if chunk.is_live(token.attempt, worker) {
+                chunk.last_loss = Some(loss.to_owned());
                 job.lease_ended(token.chunk, token.attempt, true);
                 self.after_try_ended(token, now);
             }

@@ -824,6 +824,35 @@ fn a_batch_of_results_is_answered_with_one_grant() {
 }
 
 #[test]
+fn a_chunk_lost_with_silent_workers_says_so() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig::default();
+    let mut s = Scheduler::new(config);
+    let job = s.submit(spec(LEAF_LEN, None, false), t0).unwrap();
+    let mut now = t0;
+    let mut holders = Vec::new();
+    for _ in 0..config.max_attempts {
+        let w = worker(&mut s, now);
+        s.pull(w, 1, now);
+        assert_eq!(grants(&s.take_effects()).len(), 1);
+        holders.push(w.to_string());
+        now += config.lease_timeout + Duration::from_millis(1);
+        s.tick(now);
+    }
+    let poll = s.poll_job(job, usize::MAX, now).unwrap();
+    let Some(JobOutcome::Failed(failure)) = poll.outcome else {
+        panic!("job should have failed: {:?}", poll.outcome);
+    };
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "job {job} failed: chunk 0 (elements [0, {LEAF_LEN})) failed after 4 attempt(s) on worker(s) {}: no worker reported an error; its last lease was lost when worker w4 went silent for over 5s",
+            holders.join(", ")
+        )
+    );
+}
+
+#[test]
 fn idle_workers_back_up_the_slowest_stragglers_first() {
     let t0 = Instant::now();
     let mut s = Scheduler::new(SchedulerConfig::default());
