@@ -243,6 +243,25 @@ impl Job {
         }
     }
 
+    /// A lease never reached its worker: it is taken back as if never
+    /// granted, and the chunk waits for a retry if no other lease is
+    /// working on it. Returns whether it was a backup; `None` if it was
+    /// not live.
+    pub fn lease_undelivered(&mut self, index: u64, attempt: u32) -> Option<bool> {
+        let chunk = self.chunk_mut(index)?;
+        let lease = chunk.take_back(attempt)?;
+        let (pending, len) = (chunk.is_pending(), chunk.len);
+        if pending {
+            self.inflight_bytes = self.inflight_bytes.saturating_sub(self.result_bytes(len));
+            self.retry.insert(index);
+        }
+        self.counters.leases_granted = self.counters.leases_granted.saturating_sub(1);
+        if lease.backup {
+            self.counters.backups_granted = self.counters.backups_granted.saturating_sub(1);
+        }
+        Some(lease.backup)
+    }
+
     /// Stores a verified result and releases every chunk now in order.
     pub fn accept(
         &mut self,
@@ -425,7 +444,7 @@ impl Job {
             job: self.id,
             chunk: index,
             range: chunk.offset..chunk.end(),
-            attempts: chunk.next_attempt - 1,
+            attempts: chunk.attempts(),
             workers: chunk.holders.clone(),
             // A reported failure says most about the chunk; without one,
             // say how its leases were lost.

@@ -108,10 +108,25 @@ pub struct ChunkReport {
     pub compute: Duration,
 }
 
+/// How a worker's session ended, which decides whether the leases it held
+/// use up their chunks' tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The worker hung up, crashed or lost its connection. A poison chunk
+    /// can do that, so each lease it held counts as a try: a chunk that
+    /// keeps taking its workers down still fails its job.
+    Lost,
+    /// The coordinator closed the session itself (the worker stopped
+    /// reading it). The chunks are not to blame and keep their tries.
+    Dropped,
+}
+
 /// Something the caller must do after a scheduler call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Send these leases to the worker (one grant per worker per call).
+    /// If they cannot be queued for it, hand them back with
+    /// [`Scheduler::undelivered`].
     Grant {
         worker: WorkerId,
         leases: Vec<Lease>,
@@ -177,6 +192,10 @@ pub enum Rejection {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     pub leases_granted: u64,
+    /// Taken back because the worker's session could not take them: not
+    /// counted as granted, and given to other workers without using up a
+    /// try.
+    pub leases_undelivered: u64,
     pub leases_expired: u64,
     pub leases_returned: u64,
     pub results_accepted: u64,
@@ -254,6 +273,17 @@ pub enum JobState {
 
 pub use job::JobCounters;
 
+/// Whether a lease that ended without a result uses up one of its chunk's
+/// tries.
+#[derive(Debug)]
+enum Try {
+    /// It does; the text says how the lease was lost, for the job's error
+    /// if the chunk runs out of tries.
+    Used(String),
+    /// The chunk is not to blame.
+    Kept,
+}
+
 /// Ended jobs `farm status` can still describe.
 const ENDED_JOBS_KEPT: usize = 256;
 
@@ -269,6 +299,10 @@ struct WorkerEntry {
     draining: bool,
     /// Silent past the lease timeout; see [`Scheduler::expire`].
     silent: bool,
+    /// Its session could not take the last grant: it gets no more until
+    /// the caller says the session drained ([`Scheduler::resume_grants`]).
+    /// A slow reader is paused, not dropped.
+    backlogged: bool,
     speed: Option<Speed>,
     chunks_completed: u64,
     elements_completed: u64,
@@ -278,6 +312,10 @@ impl WorkerEntry {
     fn takes_work(&self) -> bool {
         !self.draining && !self.silent
     }
+
+    fn wants_grants(&self) -> bool {
+        self.takes_work() && !self.backlogged && self.demand > 0
+    }
 }
 
 /// The scheduling state of the whole coordinator.
@@ -285,8 +323,8 @@ impl WorkerEntry {
 pub struct Scheduler {
     config: SchedulerConfig,
     workers: BTreeMap<WorkerId, WorkerEntry>,
-    /// Workers with demand that take work: kept so that assigning costs
-    /// the same with 4 workers or 1,000.
+    /// Workers with demand that take work and can take grants: kept so
+    /// that assigning costs the same with 4 workers or 1,000.
     hungry: BTreeSet<WorkerId>,
     /// Where [`Scheduler::assign`] resumes: the worker it was serving when
     /// work last ran out, so every hungry worker gets its turn whatever its
@@ -355,6 +393,7 @@ impl Scheduler {
                 last_seen: now,
                 draining: false,
                 silent: false,
+                backlogged: false,
                 speed: None,
                 chunks_completed: 0,
                 elements_completed: 0,
@@ -382,7 +421,7 @@ impl Scheduler {
                 self.cluster.add(speed, entry.info.threads);
             }
         }
-        if entry.takes_work() && entry.demand > 0 {
+        if entry.wants_grants() {
             self.hungry.insert(id);
         } else {
             self.hungry.remove(&id);
@@ -436,7 +475,7 @@ impl Scheduler {
     }
 
     /// The worker's session ended: its leases go back to the queue at once.
-    pub fn disconnect_worker(&mut self, worker: WorkerId, now: Instant) {
+    pub fn disconnect_worker(&mut self, worker: WorkerId, departure: Departure, now: Instant) {
         self.hungry.remove(&worker);
         let Some(entry) = self.workers.remove(&worker) else {
             return;
@@ -444,9 +483,55 @@ impl Scheduler {
         if entry.takes_work() {
             self.cluster.remove(entry.speed, entry.info.threads);
         }
-        let loss = format!("worker {worker} disconnected");
-        self.requeue(worker, entry.leases, &loss, now);
+        let tries = match departure {
+            Departure::Lost => Try::Used(format!("worker {worker} disconnected")),
+            Departure::Dropped => Try::Kept,
+        };
+        self.requeue(worker, entry.leases, &tries, now);
         self.assign(now);
+    }
+
+    /// The caller could not queue these granted leases for `worker` (its
+    /// session is full or gone). They never reached it, so they are taken
+    /// back as if never granted: they go to other workers without using up
+    /// a try, the worker's demand for them stands, and it gets no more
+    /// grants until [`Scheduler::resume_grants`].
+    pub fn undelivered(&mut self, worker: WorkerId, tokens: &[LeaseToken], now: Instant) {
+        let mut taken_back = 0;
+        for token in tokens {
+            let Some(entry) = self.workers.get_mut(&worker) else {
+                break;
+            };
+            let Some(position) = entry.leases.iter().position(|t| t == token) else {
+                continue;
+            };
+            entry.leases.remove(position);
+            let Some(backup) = self
+                .jobs
+                .get_mut(&token.job)
+                .and_then(|job| job.lease_undelivered(token.chunk, token.attempt))
+            else {
+                continue;
+            };
+            taken_back += 1;
+            self.counters.leases_undelivered += 1;
+            self.counters.leases_granted = self.counters.leases_granted.saturating_sub(1);
+            if backup {
+                self.counters.backups_granted = self.counters.backups_granted.saturating_sub(1);
+            }
+        }
+        self.update_worker(worker, |entry| {
+            entry.demand = entry.demand.saturating_add(taken_back);
+            entry.backlogged = true;
+        });
+        self.assign(now);
+    }
+
+    /// The worker's session has room again: it takes grants as before.
+    pub fn resume_grants(&mut self, worker: WorkerId, now: Instant) {
+        if self.update_worker(worker, |entry| entry.backlogged = false) {
+            self.assign(now);
+        }
     }
 
     /// The periodic check: declares silent workers dead and gives idle
@@ -482,15 +567,14 @@ impl Scheduler {
                 lost = std::mem::take(&mut entry.leases);
             });
             self.counters.leases_expired += lost.len() as u64;
-            let loss = format!("worker {worker} went silent for over {timeout:?}");
-            self.requeue(worker, lost, &loss, now);
+            let tries = Try::Used(format!("worker {worker} went silent for over {timeout:?}"));
+            self.requeue(worker, lost, &tries, now);
         }
         self.assign(now);
     }
 
-    /// Leases of a lost or silent worker end; each counts as a try.
-    /// `loss` says how they were lost, for the job's error.
-    fn requeue(&mut self, worker: WorkerId, tokens: Vec<LeaseToken>, loss: &str, now: Instant) {
+    /// Leases of a gone or silent worker end and go back to the queue.
+    fn requeue(&mut self, worker: WorkerId, tokens: Vec<LeaseToken>, tries: &Try, now: Instant) {
         for token in tokens {
             let Some(job) = self.jobs.get_mut(&token.job) else {
                 continue;
@@ -498,10 +582,16 @@ impl Scheduler {
             let Some(chunk) = job.chunk_mut(token.chunk) else {
                 continue;
             };
-            if chunk.is_live(token.attempt, worker) {
-                chunk.last_loss = Some(loss.to_owned());
-                job.lease_ended(token.chunk, token.attempt, true);
-                self.after_try_ended(token, now);
+            if !chunk.is_live(token.attempt, worker) {
+                continue;
+            }
+            match tries {
+                Try::Used(loss) => {
+                    chunk.last_loss = Some(loss.clone());
+                    job.lease_ended(token.chunk, token.attempt, true);
+                    self.after_try_ended(token, now);
+                }
+                Try::Kept => job.lease_ended(token.chunk, token.attempt, false),
             }
         }
     }

@@ -216,7 +216,7 @@ fn a_disconnected_worker_loses_its_leases_at_once() {
     s.pull(a, 1, t0);
     s.pull(b, 1, t0);
     assert_eq!(grants(&s.take_effects()).len(), 1);
-    s.disconnect_worker(a, t0);
+    s.disconnect_worker(a, Departure::Lost, t0);
     let regrant = grants(&s.take_effects());
     assert_eq!(regrant.len(), 1);
     assert_eq!(regrant[0].0, b);
@@ -821,6 +821,103 @@ fn a_batch_of_results_is_answered_with_one_grant() {
         .map(|(w, leases)| (*w, leases.iter().map(|l| l.token.chunk).collect()))
         .collect();
     assert_eq!(chunks, vec![(b, vec![4, 5, 6, 7])]);
+}
+
+#[test]
+fn leases_that_never_reached_their_worker_keep_their_tries() {
+    let t0 = Instant::now();
+    // A single lost try would fail the job.
+    let mut s = Scheduler::new(SchedulerConfig {
+        max_attempts: 1,
+        ..SchedulerConfig::default()
+    });
+    let a = worker(&mut s, t0);
+    let b = worker(&mut s, t0);
+    let spec = spec(LEAF_LEN, None, false);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(a, 1, t0);
+    let (_, first) = grants(&s.take_effects()).remove(0);
+
+    // A's session is full: the lease comes back and A is paused.
+    s.undelivered(a, &[first.token], t0);
+    assert!(s.leases_of(a).is_empty());
+    s.pull(a, 1, t0);
+    assert!(
+        grants(&s.take_effects()).is_empty(),
+        "a paused worker gets nothing"
+    );
+    s.pull(b, 1, t0);
+    let (to, second) = grants(&s.take_effects()).remove(0);
+    assert_eq!((to, second.token.attempt), (b, 2));
+    s.undelivered(b, &[second.token], t0);
+
+    // A drained its session: it gets the chunk again, under a new token.
+    s.resume_grants(a, t0);
+    let effects = grant_messages(s.take_effects());
+    assert_eq!(effects.len(), 1);
+    let (to, leases) = &effects[0];
+    assert_eq!((*to, leases.len(), leases[0].token.attempt), (a, 1, 3));
+    assert_eq!(
+        s.complete(a, first.token, report_for(&first), t0),
+        Err(Rejection::Stale),
+        "a token taken back is not live"
+    );
+    s.complete(a, leases[0].token, report_for(&leases[0]), t0)
+        .unwrap();
+
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    let result = finished(&poll);
+    assert!(result.summary.bit_identical(&reference(&spec)));
+    assert_eq!(result.attempts, 1, "only one lease reached a worker");
+    let c = s.counters();
+    assert_eq!(
+        (
+            c.leases_granted,
+            c.leases_undelivered,
+            c.retries,
+            c.jobs_failed
+        ),
+        (1, 2, 0, 0)
+    );
+}
+
+#[test]
+fn dropped_sessions_keep_the_tries_and_lost_ones_use_them() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig::default();
+    let mut s = Scheduler::new(config);
+    let job = s.submit(spec(LEAF_LEN, None, false), t0).unwrap();
+    let mut holders = Vec::new();
+    let mut hold_and_leave = |s: &mut Scheduler, departure| {
+        let w = worker(s, t0);
+        s.pull(w, 1, t0);
+        assert_eq!(grants(&s.take_effects()).len(), 1);
+        s.disconnect_worker(w, departure, t0);
+        holders.push(w.to_string());
+    };
+    // The coordinator dropping sessions (say, workers too slow to read)
+    // is not the chunk's fault, however often it happens.
+    for _ in 0..10 {
+        hold_and_leave(&mut s, Departure::Dropped);
+    }
+    assert!(s.poll_job(job, usize::MAX, t0).unwrap().outcome.is_none());
+    assert_eq!(s.counters().retries, 0);
+    // A chunk that takes its workers down fails the job.
+    for _ in 0..config.max_attempts {
+        hold_and_leave(&mut s, Departure::Lost);
+    }
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    let Some(JobOutcome::Failed(failure)) = poll.outcome else {
+        panic!("job should have failed: {:?}", poll.outcome);
+    };
+    let last = holders.last().unwrap();
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "job {job} failed: chunk 0 (elements [0, {LEAF_LEN})) failed after 14 attempt(s) on worker(s) {}: no worker reported an error; its last lease was lost when worker {last} disconnected",
+            holders.join(", ")
+        )
+    );
 }
 
 #[test]

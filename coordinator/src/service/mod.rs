@@ -24,7 +24,7 @@ pub use jobs::JobsApi;
 pub use workers::WorkersApi;
 
 use crate::config::CoordinatorConfig;
-use crate::scheduler::{Effect, JobId, LeaseToken, Scheduler, WorkerId};
+use crate::scheduler::{Departure, Effect, JobId, LeaseToken, Scheduler, WorkerId};
 
 /// Messages queued for one worker session. A worker only receives what it
 /// asked for (bounded by its demand) plus revocations, so a full queue
@@ -116,7 +116,8 @@ impl HubState {
                         };
                         let message = v1::coordinator_message::Kind::Grant(grant);
                         if !self.send(worker, message) {
-                            broken.push(worker);
+                            let tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token).collect();
+                            broken.push((worker, tokens));
                         }
                     }
                     Effect::Revoke { worker, tokens } => {
@@ -135,14 +136,18 @@ impl HubState {
                 }
             }
             // Leases that could not be delivered go back to the queue, which
-            // may produce more effects: loop until none are left.
+            // may produce more effects: loop until none are left. Neither
+            // they nor the leases of the session dropped here use up tries:
+            // the chunks are not to blame.
             let now = Instant::now();
-            for worker in broken {
+            for (worker, undelivered) in broken {
                 tracing::warn!(%worker, "worker is not reading its session; dropping it");
+                self.scheduler.undelivered(worker, &undelivered, now);
                 if let Some(session) = self.sessions.remove(&worker) {
                     session.closed.cancel();
                 }
-                self.scheduler.disconnect_worker(worker, now);
+                self.scheduler
+                    .disconnect_worker(worker, Departure::Dropped, now);
             }
         }
     }

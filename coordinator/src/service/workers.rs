@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::{Hub, SESSION_QUEUE, Session, token_from_message};
-use crate::scheduler::{ChunkReport, Rejection, Scheduler, WorkerId};
+use crate::scheduler::{ChunkReport, Departure, Rejection, Scheduler, WorkerId};
 use crate::validate;
 
 /// How long a new session may take to say hello.
@@ -219,7 +219,9 @@ impl Hub {
         if let Some(session) = state.sessions.remove(&worker) {
             session.closed.cancel();
         }
-        state.scheduler.disconnect_worker(worker, Instant::now());
+        state
+            .scheduler
+            .disconnect_worker(worker, Departure::Lost, Instant::now());
         state.apply_effects();
     }
 }
