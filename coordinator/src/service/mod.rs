@@ -13,9 +13,10 @@ mod workers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use farm_proto::v1;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -27,9 +28,15 @@ use crate::config::CoordinatorConfig;
 use crate::scheduler::{Departure, Effect, JobId, LeaseToken, Scheduler, WorkerId};
 
 /// Messages queued for one worker session. A worker only receives what it
-/// asked for (bounded by its demand) plus revocations, so a full queue
-/// means the worker stopped reading: it is dropped.
+/// asked for (bounded by its demand, at most one grant per scheduler call)
+/// plus revocations. When the queue is full the worker is reading slowly:
+/// the grant that did not fit goes to other workers, without using up a
+/// try, and the worker gets no more until its queue drains.
 const SESSION_QUEUE: usize = 256;
+
+/// Free places a paused session's queue needs before it gets grants
+/// again, so that it does not flip between paused and not on every tick.
+const RESUME_ROOM: usize = SESSION_QUEUE / 2;
 
 type SessionSender = mpsc::Sender<Result<v1::CoordinatorMessage, Status>>;
 
@@ -38,6 +45,18 @@ type SessionSender = mpsc::Sender<Result<v1::CoordinatorMessage, Status>>;
 struct Session {
     outbox: SessionSender,
     closed: CancellationToken,
+    /// Since when grants are paused because the outbox was full. A worker
+    /// that does not make room within the lease timeout is dropped.
+    paused_since: Option<Instant>,
+}
+
+/// Why a message could not be queued for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsent {
+    /// Its outbox is full: it reads more slowly than it asks.
+    Full,
+    /// Its session is over.
+    Gone,
 }
 
 #[derive(Debug)]
@@ -90,9 +109,22 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Expires silent workers and hands out backups; called on a timer.
+    /// Resumes or drops paused sessions, expires silent workers and hands
+    /// out backups; called on a timer.
     pub fn tick(&self) {
-        self.with_scheduler(|s, now| s.tick(now));
+        let mut state = self.lock();
+        let now = Instant::now();
+        state.check_paused(now, self.config.scheduler.lease_timeout);
+        let expired = state.scheduler.counters().leases_expired;
+        state.scheduler.tick(now);
+        let lost = state.scheduler.counters().leases_expired - expired;
+        if lost > 0 {
+            tracing::warn!(
+                leases = lost,
+                "workers went silent; their leases go to others"
+            );
+        }
+        state.apply_effects();
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {
@@ -107,7 +139,7 @@ impl HubState {
             if effects.is_empty() {
                 return;
             }
-            let mut broken = Vec::new();
+            let mut undelivered = Vec::new();
             for effect in effects {
                 match effect {
                     Effect::Grant { worker, leases } => {
@@ -115,9 +147,9 @@ impl HubState {
                             leases: leases.iter().map(lease_message).collect(),
                         };
                         let message = v1::coordinator_message::Kind::Grant(grant);
-                        if !self.send(worker, message) {
+                        if let Err(unsent) = self.send(worker, message) {
                             let tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token).collect();
-                            broken.push((worker, tokens));
+                            undelivered.push((worker, tokens, unsent));
                         }
                     }
                     Effect::Revoke { worker, tokens } => {
@@ -126,7 +158,7 @@ impl HubState {
                         };
                         // A worker that cannot take a revocation will have
                         // its stale result rejected anyway.
-                        self.send(worker, v1::coordinator_message::Kind::Revoke(revoke));
+                        let _ = self.send(worker, v1::coordinator_message::Kind::Revoke(revoke));
                     }
                     Effect::JobReady(job) => {
                         if let Some(waker) = self.job_wakers.get(&job) {
@@ -135,30 +167,83 @@ impl HubState {
                     }
                 }
             }
-            // Leases that could not be delivered go back to the queue, which
-            // may produce more effects: loop until none are left. Neither
-            // they nor the leases of the session dropped here use up tries:
-            // the chunks are not to blame.
+            // Leases that could not be queued go to other workers, which
+            // produces more effects: loop until none are left. It ends: a
+            // worker whose grant did not fit gets no more until its session
+            // drains.
             let now = Instant::now();
-            for (worker, undelivered) in broken {
-                tracing::warn!(%worker, "worker is not reading its session; dropping it");
-                self.scheduler.undelivered(worker, &undelivered, now);
-                if let Some(session) = self.sessions.remove(&worker) {
-                    session.closed.cancel();
+            for (worker, tokens, unsent) in undelivered {
+                self.scheduler.undelivered(worker, &tokens, now);
+                match unsent {
+                    Unsent::Full => self.pause(worker, now),
+                    Unsent::Gone => self.end_session(worker, Departure::Lost, now),
                 }
-                self.scheduler
-                    .disconnect_worker(worker, Departure::Dropped, now);
             }
         }
     }
 
-    /// Queues a message for a worker; false if it could not be queued.
-    fn send(&mut self, worker: WorkerId, kind: v1::coordinator_message::Kind) -> bool {
+    /// Stops granting to a worker whose outbox is full, until it drains.
+    fn pause(&mut self, worker: WorkerId, now: Instant) {
+        if let Some(session) = self.sessions.get_mut(&worker)
+            && session.paused_since.is_none()
+        {
+            tracing::info!(%worker, "worker reads its session slowly; pausing its grants");
+            session.paused_since = Some(now);
+        }
+    }
+
+    /// Forgets a worker's session, ends it, and requeues its leases.
+    fn end_session(&mut self, worker: WorkerId, departure: Departure, now: Instant) {
+        if let Some(session) = self.sessions.remove(&worker) {
+            session.closed.cancel();
+        }
+        self.scheduler.disconnect_worker(worker, departure, now);
+    }
+
+    /// Resumes the paused sessions that made room, and drops those that
+    /// read nothing for `patience`: a stuck worker must not keep its
+    /// leases forever. Dropping is the coordinator's doing, so their
+    /// chunks keep their tries.
+    fn check_paused(&mut self, now: Instant, patience: Duration) {
+        let mut resumed = Vec::new();
+        let mut stuck = Vec::new();
+        for (worker, session) in &mut self.sessions {
+            let Some(since) = session.paused_since else {
+                continue;
+            };
+            if session.outbox.capacity() >= RESUME_ROOM {
+                session.paused_since = None;
+                resumed.push(*worker);
+            } else if now.saturating_duration_since(since) > patience {
+                stuck.push(*worker);
+            }
+        }
+        for worker in resumed {
+            self.scheduler.resume_grants(worker, now);
+        }
+        for worker in stuck {
+            tracing::warn!(%worker, ?patience, "worker is not reading its session; dropping it");
+            self.end_session(worker, Departure::Dropped, now);
+        }
+    }
+
+    /// Queues a message for a worker.
+    fn send(
+        &mut self,
+        worker: WorkerId,
+        kind: v1::coordinator_message::Kind,
+    ) -> Result<(), Unsent> {
         let Some(session) = self.sessions.get(&worker) else {
-            return false;
+            return Err(Unsent::Gone);
         };
         let message = v1::CoordinatorMessage { kind: Some(kind) };
-        session.outbox.try_send(Ok(message)).is_ok()
+        session
+            .outbox
+            .try_send(Ok(message))
+            .map_err(|err| match err {
+                TrySendError::Full(_) => Unsent::Full,
+                TrySendError::Closed(_) => Unsent::Gone,
+            })
     }
 }
 
@@ -188,3 +273,6 @@ pub(crate) fn token_from_message(token: Option<&v1::LeaseToken>) -> Option<Lease
         attempt: t.attempt,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -91,6 +91,7 @@ impl WorkerService for WorkersApi {
                 Session {
                     outbox,
                     closed: closed.clone(),
+                    paused_since: None,
                 },
             );
             worker
@@ -216,12 +217,7 @@ impl Hub {
     /// The session ended: forget its outbox and requeue its leases.
     fn worker_gone(&self, worker: WorkerId) {
         let mut state = self.lock();
-        if let Some(session) = state.sessions.remove(&worker) {
-            session.closed.cancel();
-        }
-        state
-            .scheduler
-            .disconnect_worker(worker, Departure::Lost, Instant::now());
+        state.end_session(worker, Departure::Lost, Instant::now());
         state.apply_effects();
     }
 }
