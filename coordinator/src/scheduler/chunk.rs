@@ -31,12 +31,18 @@ pub(crate) struct Chunk {
     pub state: ChunkState,
     /// The attempt number the next lease gets.
     pub next_attempt: u32,
+    /// Leases taken back because they never reached their worker.
+    pub undelivered: u32,
     /// Leases that ended without a result (failure or loss); returned
-    /// leases do not count.
+    /// and undelivered leases do not count.
     pub tries: u32,
     /// Workers that held this chunk, in lease order, for error reports.
     pub holders: Vec<WorkerId>,
+    /// The last failure a worker reported.
     pub last_error: Option<String>,
+    /// How the last lease lost with its worker was lost: the job's error
+    /// when the tries ran out without any worker reporting a failure.
+    pub last_loss: Option<String>,
 }
 
 #[derive(Debug)]
@@ -59,6 +65,8 @@ pub(crate) struct LiveLease {
     pub granted_at: Instant,
     /// A second lease given while the first was straggling.
     pub backup: bool,
+    /// This lease made `worker` one of the chunk's holders.
+    pub new_holder: bool,
 }
 
 impl Chunk {
@@ -68,9 +76,11 @@ impl Chunk {
             len,
             state: ChunkState::Pending,
             next_attempt: 1,
+            undelivered: 0,
             tries: 0,
             holders: Vec::new(),
             last_error: None,
+            last_loss: None,
         }
     }
 
@@ -78,20 +88,27 @@ impl Chunk {
     pub fn lease(&mut self, worker: WorkerId, now: Instant, backup: bool) -> u32 {
         let attempt = self.next_attempt;
         self.next_attempt += 1;
+        let new_holder = !self.holders.contains(&worker);
+        if new_holder {
+            self.holders.push(worker);
+        }
         let lease = LiveLease {
             attempt,
             worker,
             granted_at: now,
             backup,
+            new_holder,
         };
         match &mut self.state {
             ChunkState::Running { live } => live.push(lease),
             _ => self.state = ChunkState::Running { live: vec![lease] },
         }
-        if !self.holders.contains(&worker) {
-            self.holders.push(worker);
-        }
         attempt
+    }
+
+    /// Leases that reached a worker: granted, less those taken back.
+    pub fn attempts(&self) -> u32 {
+        self.next_attempt - 1 - self.undelivered
     }
 
     /// Whether `(attempt, worker)` is a live lease of this chunk.
@@ -102,6 +119,27 @@ impl Chunk {
                 .any(|l| l.attempt == attempt && l.worker == worker),
             _ => false,
         }
+    }
+
+    /// Takes back a live lease that never reached its worker, as if it
+    /// had not been granted (its attempt number stays used: tokens are
+    /// never reused). Returns the lease, if it was live.
+    pub fn take_back(&mut self, attempt: u32) -> Option<LiveLease> {
+        let lease = self
+            .live_leases()
+            .iter()
+            .find(|l| l.attempt == attempt)
+            .copied()?;
+        self.undelivered += 1;
+        if lease.new_holder {
+            self.holders.retain(|w| *w != lease.worker);
+        }
+        self.end_lease(attempt);
+        Some(lease)
+    }
+
+    pub fn is_pending(&self) -> bool {
+        matches!(self.state, ChunkState::Pending)
     }
 
     /// Ends one live lease without a result. Returns true when no live

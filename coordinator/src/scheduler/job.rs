@@ -243,6 +243,25 @@ impl Job {
         }
     }
 
+    /// A lease never reached its worker: it is taken back as if never
+    /// granted, and the chunk waits for a retry if no other lease is
+    /// working on it. Returns whether it was a backup; `None` if it was
+    /// not live.
+    pub fn lease_undelivered(&mut self, index: u64, attempt: u32) -> Option<bool> {
+        let chunk = self.chunk_mut(index)?;
+        let lease = chunk.take_back(attempt)?;
+        let (pending, len) = (chunk.is_pending(), chunk.len);
+        if pending {
+            self.inflight_bytes = self.inflight_bytes.saturating_sub(self.result_bytes(len));
+            self.retry.insert(index);
+        }
+        self.counters.leases_granted = self.counters.leases_granted.saturating_sub(1);
+        if lease.backup {
+            self.counters.backups_granted = self.counters.backups_granted.saturating_sub(1);
+        }
+        Some(lease.backup)
+    }
+
     /// Stores a verified result and releases every chunk now in order.
     pub fn accept(
         &mut self,
@@ -380,17 +399,6 @@ impl Job {
         self.is_running() && self.next_offset >= self.spec.n && self.retry.is_empty()
     }
 
-    /// Chunks in the window with exactly one live lease, by index.
-    pub fn singly_leased(&self) -> impl Iterator<Item = (u64, &Chunk, LiveLease)> + '_ {
-        self.window
-            .iter()
-            .enumerate()
-            .filter_map(move |(position, chunk)| match chunk.live_leases() {
-                [only] => Some((self.released_chunks + position as u64, chunk, *only)),
-                _ => None,
-            })
-    }
-
     pub fn status(&self, now: Instant) -> JobStatus {
         let state = match &self.outcome {
             None => JobState::Running,
@@ -436,12 +444,19 @@ impl Job {
             job: self.id,
             chunk: index,
             range: chunk.offset..chunk.end(),
-            attempts: chunk.next_attempt - 1,
+            attempts: chunk.attempts(),
             workers: chunk.holders.clone(),
+            // A reported failure says most about the chunk; without one,
+            // say how its leases were lost.
             last_error: chunk
                 .last_error
                 .clone()
-                .unwrap_or_else(|| "no error reported".to_owned()),
+                .or_else(|| {
+                    chunk.last_loss.as_ref().map(|loss| {
+                        format!("no worker reported an error; its last lease was lost when {loss}")
+                    })
+                })
+                .unwrap_or_else(|| "no worker reported an error".to_owned()),
         })
     }
 

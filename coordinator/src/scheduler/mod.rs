@@ -108,10 +108,25 @@ pub struct ChunkReport {
     pub compute: Duration,
 }
 
+/// How a worker's session ended, which decides whether the leases it held
+/// use up their chunks' tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// The worker hung up, crashed or lost its connection. A poison chunk
+    /// can do that, so each lease it held counts as a try: a chunk that
+    /// keeps taking its workers down still fails its job.
+    Lost,
+    /// The coordinator closed the session itself (the worker stopped
+    /// reading it). The chunks are not to blame and keep their tries.
+    Dropped,
+}
+
 /// Something the caller must do after a scheduler call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Send these leases to the worker.
+    /// Send these leases to the worker (one grant per worker per call).
+    /// If they cannot be queued for it, hand them back with
+    /// [`Scheduler::undelivered`].
     Grant {
         worker: WorkerId,
         leases: Vec<Lease>,
@@ -177,6 +192,10 @@ pub enum Rejection {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     pub leases_granted: u64,
+    /// Taken back because the worker's session could not take them: not
+    /// counted as granted, and given to other workers without using up a
+    /// try.
+    pub leases_undelivered: u64,
     pub leases_expired: u64,
     pub leases_returned: u64,
     pub results_accepted: u64,
@@ -254,6 +273,17 @@ pub enum JobState {
 
 pub use job::JobCounters;
 
+/// Whether a lease that ended without a result uses up one of its chunk's
+/// tries.
+#[derive(Debug)]
+enum Try {
+    /// It does; the text says how the lease was lost, for the job's error
+    /// if the chunk runs out of tries.
+    Used(String),
+    /// The chunk is not to blame.
+    Kept,
+}
+
 /// Ended jobs `farm status` can still describe.
 const ENDED_JOBS_KEPT: usize = 256;
 
@@ -269,6 +299,10 @@ struct WorkerEntry {
     draining: bool,
     /// Silent past the lease timeout; see [`Scheduler::expire`].
     silent: bool,
+    /// Its session could not take the last grant: it gets no more until
+    /// the caller says the session drained ([`Scheduler::resume_grants`]).
+    /// A slow reader is paused, not dropped.
+    backlogged: bool,
     speed: Option<Speed>,
     chunks_completed: u64,
     elements_completed: u64,
@@ -278,6 +312,10 @@ impl WorkerEntry {
     fn takes_work(&self) -> bool {
         !self.draining && !self.silent
     }
+
+    fn wants_grants(&self) -> bool {
+        self.takes_work() && !self.backlogged && self.demand > 0
+    }
 }
 
 /// The scheduling state of the whole coordinator.
@@ -285,9 +323,13 @@ impl WorkerEntry {
 pub struct Scheduler {
     config: SchedulerConfig,
     workers: BTreeMap<WorkerId, WorkerEntry>,
-    /// Workers with demand that take work: kept so that assigning costs
-    /// the same with 4 workers or 1,000.
+    /// Workers with demand that take work and can take grants: kept so
+    /// that assigning costs the same with 4 workers or 1,000.
     hungry: BTreeSet<WorkerId>,
+    /// Where [`Scheduler::assign`] resumes: the worker it was serving when
+    /// work last ran out, so every hungry worker gets its turn whatever its
+    /// number.
+    assign_cursor: WorkerId,
     /// Speed of the workers that take work.
     cluster: ClusterSpeed,
     jobs: BTreeMap<JobId, Job>,
@@ -297,6 +339,9 @@ pub struct Scheduler {
     /// Where the round-robin over jobs resumes, for fairness.
     job_cursor: JobId,
     effects: Vec<Effect>,
+    /// Where each worker's grant sits in `effects`, so that everything a
+    /// worker gets in one call travels as one message.
+    queued_grants: BTreeMap<WorkerId, usize>,
     counters: Counters,
 }
 
@@ -306,6 +351,7 @@ impl Scheduler {
             config,
             workers: BTreeMap::new(),
             hungry: BTreeSet::new(),
+            assign_cursor: WorkerId(0),
             cluster: ClusterSpeed::default(),
             jobs: BTreeMap::new(),
             ended: VecDeque::new(),
@@ -313,6 +359,7 @@ impl Scheduler {
             next_job: 1,
             job_cursor: JobId(0),
             effects: Vec::new(),
+            queued_grants: BTreeMap::new(),
             counters: Counters::default(),
         }
     }
@@ -323,6 +370,7 @@ impl Scheduler {
 
     /// What the caller must do now, in order.
     pub fn take_effects(&mut self) -> Vec<Effect> {
+        self.queued_grants.clear();
         std::mem::take(&mut self.effects)
     }
 
@@ -345,6 +393,7 @@ impl Scheduler {
                 last_seen: now,
                 draining: false,
                 silent: false,
+                backlogged: false,
                 speed: None,
                 chunks_completed: 0,
                 elements_completed: 0,
@@ -372,7 +421,7 @@ impl Scheduler {
                 self.cluster.add(speed, entry.info.threads);
             }
         }
-        if entry.takes_work() && entry.demand > 0 {
+        if entry.wants_grants() {
             self.hungry.insert(id);
         } else {
             self.hungry.remove(&id);
@@ -426,7 +475,7 @@ impl Scheduler {
     }
 
     /// The worker's session ended: its leases go back to the queue at once.
-    pub fn disconnect_worker(&mut self, worker: WorkerId, now: Instant) {
+    pub fn disconnect_worker(&mut self, worker: WorkerId, departure: Departure, now: Instant) {
         self.hungry.remove(&worker);
         let Some(entry) = self.workers.remove(&worker) else {
             return;
@@ -434,15 +483,65 @@ impl Scheduler {
         if entry.takes_work() {
             self.cluster.remove(entry.speed, entry.info.threads);
         }
-        self.requeue(worker, entry.leases, now);
+        let tries = match departure {
+            Departure::Lost => Try::Used(format!("worker {worker} disconnected")),
+            Departure::Dropped => Try::Kept,
+        };
+        self.requeue(worker, entry.leases, &tries, now);
         self.assign(now);
     }
 
+    /// The caller could not queue these granted leases for `worker` (its
+    /// session is full or gone). They never reached it, so they are taken
+    /// back as if never granted: they go to other workers without using up
+    /// a try, the worker's demand for them stands, and it gets no more
+    /// grants until [`Scheduler::resume_grants`].
+    pub fn undelivered(&mut self, worker: WorkerId, tokens: &[LeaseToken], now: Instant) {
+        let mut taken_back = 0;
+        for token in tokens {
+            let Some(entry) = self.workers.get_mut(&worker) else {
+                break;
+            };
+            let Some(position) = entry.leases.iter().position(|t| t == token) else {
+                continue;
+            };
+            entry.leases.remove(position);
+            let Some(backup) = self
+                .jobs
+                .get_mut(&token.job)
+                .and_then(|job| job.lease_undelivered(token.chunk, token.attempt))
+            else {
+                continue;
+            };
+            taken_back += 1;
+            self.counters.leases_undelivered += 1;
+            self.counters.leases_granted = self.counters.leases_granted.saturating_sub(1);
+            if backup {
+                self.counters.backups_granted = self.counters.backups_granted.saturating_sub(1);
+            }
+        }
+        self.update_worker(worker, |entry| {
+            entry.demand = entry.demand.saturating_add(taken_back);
+            entry.backlogged = true;
+        });
+        self.assign(now);
+    }
+
+    /// The worker's session has room again: it takes grants as before.
+    pub fn resume_grants(&mut self, worker: WorkerId, now: Instant) {
+        if self.update_worker(worker, |entry| entry.backlogged = false) {
+            self.assign(now);
+        }
+    }
+
     /// The periodic check: declares silent workers dead and gives idle
-    /// workers backups of straggling chunks.
+    /// workers backups of straggling chunks. Backups are looked for here
+    /// only, not on every result: finding them walks every lease in
+    /// flight, and a straggler is by definition not in a hurry.
     pub fn tick(&mut self, now: Instant) {
         self.expire(now);
         self.assign(now);
+        self.assign_backups(now);
     }
 
     /// Workers silent for longer than the lease timeout lose their leases,
@@ -468,23 +567,31 @@ impl Scheduler {
                 lost = std::mem::take(&mut entry.leases);
             });
             self.counters.leases_expired += lost.len() as u64;
-            self.requeue(worker, lost, now);
+            let tries = Try::Used(format!("worker {worker} went silent for over {timeout:?}"));
+            self.requeue(worker, lost, &tries, now);
         }
         self.assign(now);
     }
 
-    /// Leases of a lost or silent worker end; each counts as a try.
-    fn requeue(&mut self, worker: WorkerId, tokens: Vec<LeaseToken>, now: Instant) {
+    /// Leases of a gone or silent worker end and go back to the queue.
+    fn requeue(&mut self, worker: WorkerId, tokens: Vec<LeaseToken>, tries: &Try, now: Instant) {
         for token in tokens {
             let Some(job) = self.jobs.get_mut(&token.job) else {
                 continue;
             };
-            let live = job
-                .chunk(token.chunk)
-                .is_some_and(|c| c.is_live(token.attempt, worker));
-            if live {
-                job.lease_ended(token.chunk, token.attempt, true);
-                self.after_try_ended(token, now);
+            let Some(chunk) = job.chunk_mut(token.chunk) else {
+                continue;
+            };
+            if !chunk.is_live(token.attempt, worker) {
+                continue;
+            }
+            match tries {
+                Try::Used(loss) => {
+                    chunk.last_loss = Some(loss.clone());
+                    job.lease_ended(token.chunk, token.attempt, true);
+                    self.after_try_ended(token, now);
+                }
+                Try::Kept => job.lease_ended(token.chunk, token.attempt, false),
             }
         }
     }
@@ -772,53 +879,59 @@ impl Scheduler {
 
     // ------------------------------------------------------------ leasing
 
-    /// Grants work to every worker with demand, round-robin over jobs; a
-    /// worker left idle when no job has new work may get a backup of a
-    /// straggling chunk.
+    /// Grants work to the workers with demand, each in turn: a worker gets
+    /// as much of its demand as there is work for, in one grant, and the
+    /// next call resumes with the worker that was left short, so over time
+    /// every hungry worker is served, whatever its number. For each lease
+    /// the running jobs are taken in turn after a rotating cursor.
     fn assign(&mut self, now: Instant) {
-        let mut cursor: Option<WorkerId> = None;
-        let mut work_left = true;
-        loop {
-            let next = match cursor {
-                None => self.hungry.first(),
-                Some(last) => self
-                    .hungry
-                    .range((Bound::Excluded(last), Bound::Unbounded))
-                    .next(),
-            };
-            let Some(&worker) = next else {
-                break;
-            };
-            cursor = Some(worker);
+        while let Some(worker) = self.next_hungry() {
+            let sizing = self.sizing(worker);
             let mut leases = Vec::new();
-            if work_left {
-                let sizing = self.sizing(worker);
-                while self.workers.get(&worker).is_some_and(|w| w.demand > 0) {
-                    let Some(lease) = self.next_lease(worker, sizing, now) else {
-                        work_left = false;
-                        break;
-                    };
-                    self.record_grant(worker, lease.token);
-                    leases.push(lease);
-                }
+            while self.workers.get(&worker).is_some_and(|w| w.demand > 0) {
+                let Some(lease) = self.next_lease(worker, sizing, now) else {
+                    // No job has work now: start with this worker next time.
+                    self.assign_cursor = worker;
+                    self.queue_grant(worker, leases);
+                    return;
+                };
+                self.record_grant(worker, lease.token);
+                leases.push(lease);
             }
-            if leases.is_empty() && self.leases_of(worker).is_empty() {
-                match self.backup_lease(worker, now) {
-                    Some(lease) => {
-                        self.record_grant(worker, lease.token);
-                        self.counters.backups_granted += 1;
-                        leases.push(lease);
-                    }
-                    // No straggler worth a backup now: the same holds for
-                    // the other idle workers, so stop looking.
-                    None if !work_left => break,
-                    None => {}
-                }
-            }
-            if !leases.is_empty() {
-                self.effects.push(Effect::Grant { worker, leases });
-            }
+            // Served in full: the next one's turn. (Removing it is a no-op
+            // that makes sure the loop ends.)
+            self.hungry.remove(&worker);
+            self.assign_cursor = WorkerId(worker.0.saturating_add(1));
+            self.queue_grant(worker, leases);
         }
+    }
+
+    /// The first hungry worker from the cursor on, wrapping around.
+    fn next_hungry(&self) -> Option<WorkerId> {
+        self.hungry
+            .range(self.assign_cursor..)
+            .next()
+            .or_else(|| self.hungry.first())
+            .copied()
+    }
+
+    /// Queues leases for `worker`, in the grant already queued for it if
+    /// there is one: a batch of results freeing window space one chunk at
+    /// a time is then answered with one message, not one per chunk.
+    /// Merging moves leases earlier, never later, so a revocation still
+    /// follows the grant of what it revokes.
+    fn queue_grant(&mut self, worker: WorkerId, mut leases: Vec<Lease>) {
+        if leases.is_empty() {
+            return;
+        }
+        if let Some(&index) = self.queued_grants.get(&worker)
+            && let Some(Effect::Grant { leases: queued, .. }) = self.effects.get_mut(index)
+        {
+            queued.append(&mut leases);
+            return;
+        }
+        self.queued_grants.insert(worker, self.effects.len());
+        self.effects.push(Effect::Grant { worker, leases });
     }
 
     fn record_grant(&mut self, worker: WorkerId, token: LeaseToken) {

@@ -1,6 +1,7 @@
 //! Property: whatever the order of pulls, results, duplicates, failures,
-//! disconnects and expiries, every chunk is merged exactly once and the
-//! job's output equals the serial reference bit for bit.
+//! disconnects, expiries and grants that could not be delivered, every
+//! chunk is merged exactly once and the job's output equals the serial
+//! reference bit for bit.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -30,6 +31,15 @@ enum Op {
     },
     Disconnect {
         worker: usize,
+        departure: Departure,
+    },
+    /// One of the grants of the last call could not be delivered.
+    Undeliver {
+        pick: usize,
+    },
+    /// A paused worker's session drained.
+    Resume {
+        worker: usize,
     },
     Heartbeat {
         worker: usize,
@@ -48,7 +58,12 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..WORKERS, 1u32..4).prop_map(|(worker, slots)| Op::Pull { worker, slots }),
         6 => any::<usize>().prop_map(|pick| Op::Complete { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Fail { pick }),
-        1 => (0..WORKERS).prop_map(|worker| Op::Disconnect { worker }),
+        1 => (0..WORKERS, any::<bool>()).prop_map(|(worker, lost)| Op::Disconnect {
+            worker,
+            departure: if lost { Departure::Lost } else { Departure::Dropped },
+        }),
+        1 => any::<usize>().prop_map(|pick| Op::Undeliver { pick }),
+        1 => (0..WORKERS).prop_map(|worker| Op::Resume { worker }),
         2 => (0..WORKERS).prop_map(|worker| Op::Heartbeat { worker }),
         1 => (0u64..4000).prop_map(|millis| Op::Advance { millis }),
         2 => (1usize..100_000).prop_map(|max_bytes| Op::Poll { max_bytes }),
@@ -60,6 +75,8 @@ struct Harness {
     now: Instant,
     workers: Vec<WorkerId>,
     granted: Vec<(WorkerId, Lease)>,
+    /// The grants of the last call, which may yet turn out undelivered.
+    last_grants: Vec<(WorkerId, Vec<LeaseToken>)>,
     reports: HashMap<(u64, u64), ChunkReport>,
     job: JobId,
     values: Vec<u8>,
@@ -90,6 +107,7 @@ impl Harness {
             now,
             workers,
             granted: Vec::new(),
+            last_grants: Vec::new(),
             reports: HashMap::new(),
             job,
             values: Vec::new(),
@@ -100,9 +118,14 @@ impl Harness {
     }
 
     fn collect_effects(&mut self) {
+        self.last_grants.clear();
         for effect in self.s.take_effects() {
             match effect {
                 Effect::Grant { worker, leases } => {
+                    let tokens = leases.iter().map(|l| l.token).collect();
+                    self.last_grants.push((worker, tokens));
+                    // Kept even if undelivered: reporting one must be
+                    // rejected.
                     self.granted.extend(leases.into_iter().map(|l| (worker, l)));
                 }
                 Effect::Revoke { .. } | Effect::JobReady(_) => {}
@@ -145,11 +168,17 @@ impl Harness {
                     .fail(worker, lease.token, "flaky".into(), true, self.now);
             }
             Op::Complete { .. } | Op::Fail { .. } => {}
-            Op::Disconnect { worker } => {
+            Op::Disconnect { worker, departure } => {
                 let id = self.workers[worker];
-                self.s.disconnect_worker(id, self.now);
+                self.s.disconnect_worker(id, departure, self.now);
                 self.replace(id);
             }
+            Op::Undeliver { pick } if !self.last_grants.is_empty() => {
+                let (worker, tokens) = self.last_grants[pick % self.last_grants.len()].clone();
+                self.s.undelivered(worker, &tokens, self.now);
+            }
+            Op::Undeliver { .. } => {}
+            Op::Resume { worker } => self.s.resume_grants(self.workers[worker], self.now),
             Op::Heartbeat { worker } => self.s.heard_from(self.workers[worker], self.now),
             Op::Advance { millis } => {
                 self.now += Duration::from_millis(millis);
@@ -187,6 +216,7 @@ impl Harness {
             for slot in 0..WORKERS {
                 let worker = self.workers[slot];
                 self.s.heard_from(worker, self.now);
+                self.s.resume_grants(worker, self.now);
                 self.s.pull(worker, 2, self.now);
                 self.collect_effects();
                 let held: Vec<LeaseToken> = self.s.leases_of(worker).to_vec();

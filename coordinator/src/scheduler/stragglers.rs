@@ -12,84 +12,120 @@
 //! is the end of the one before it plus its own length at the holder's
 //! speed. A lease already past its expected end is assumed to need as long
 //! again as it has been running.
+//!
+//! Backups are handed out on the scheduler's tick, from one walk over the
+//! leases in flight: looking for them on every result, for every idle
+//! worker, cost a walk per idle worker per result and stalled a
+//! coordinator with a thousand workers for seconds.
 
+use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use super::{JobId, Lease, LeaseToken, Scheduler, WorkerId};
+use super::{JobId, Scheduler, WorkerId};
 
 /// A backup is worth it only if the idle worker would finish the chunk in
 /// under half the time its holder still needs.
 const BACKUP_MARGIN: f64 = 2.0;
 
+/// A chunk that could use a backup.
+#[derive(Debug)]
+struct Straggler {
+    /// How long its holder is expected to need still.
+    remaining: Duration,
+    job: JobId,
+    chunk: u64,
+    len: u64,
+}
+
 impl Scheduler {
-    /// A backup lease for idle `worker`, if some chunk is worth one.
-    pub(super) fn backup_lease(&mut self, worker: WorkerId, now: Instant) -> Option<Lease> {
-        let me = self.workers.get(&worker)?;
-        let my_speed = self.cluster.estimate(me.speed, me.info.threads)?;
-        let mut best: Option<(Duration, JobId, u64)> = None;
-        for (job_id, job) in &self.jobs {
-            if !job.only_running_left() {
+    /// Gives each idle worker (it asks for work and holds none) a backup of
+    /// the straggler expected to finish last, among those it would finish
+    /// in well under the holder's remaining time.
+    pub(super) fn assign_backups(&mut self, now: Instant) {
+        let idle: Vec<WorkerId> = self
+            .hungry
+            .iter()
+            .copied()
+            .filter(|w| self.leases_of(*w).is_empty())
+            .collect();
+        if idle.is_empty() || !self.jobs.values().any(|job| job.only_running_left()) {
+            return;
+        }
+        let mut stragglers = self.stragglers(now);
+        for worker in idle {
+            let Some(entry) = self.workers.get(&worker) else {
                 continue;
-            }
-            for (index, chunk, lease) in job.singly_leased() {
+            };
+            let Some(my_speed) = self.cluster.estimate(entry.speed, entry.info.threads) else {
+                continue;
+            };
+            let worth_it = stragglers.iter().position(|s| {
+                s.remaining.as_secs_f64() > my_speed.time_for(s.len).as_secs_f64() * BACKUP_MARGIN
+            });
+            // No straggler worth a backup for this worker: the same most
+            // likely holds for the other idle ones, so stop looking.
+            let Some(position) = worth_it else {
+                break;
+            };
+            let straggler = stragglers.remove(position);
+            let Some(lease) = self
+                .jobs
+                .get_mut(&straggler.job)
+                .and_then(|job| job.lease(straggler.chunk, worker, now, true))
+            else {
+                continue;
+            };
+            self.record_grant(worker, lease.token);
+            self.counters.backups_granted += 1;
+            self.queue_grant(worker, vec![lease]);
+        }
+    }
+
+    /// The chunks that may get a backup, the one expected to finish last
+    /// first: held by a single lease, in a job with nothing left but
+    /// chunks in flight.
+    fn stragglers(&self, now: Instant) -> Vec<Straggler> {
+        let mut found = Vec::new();
+        for entry in self.workers.values() {
+            let Some(speed) = self.cluster.estimate(entry.speed, entry.info.threads) else {
+                continue;
+            };
+            // Walk the holder's queue in grant order.
+            let mut free_at: Option<Instant> = None;
+            for held in &entry.leases {
+                let Some(job) = self.jobs.get(&held.job) else {
+                    continue;
+                };
+                let Some(chunk) = job.chunk(held.chunk) else {
+                    continue;
+                };
+                let live = chunk.live_leases();
+                let Some(lease) = live.iter().find(|l| l.attempt == held.attempt) else {
+                    continue;
+                };
+                let start = free_at.map_or(lease.granted_at, |free| free.max(lease.granted_at));
+                let end = start + speed.time_for(chunk.len).min(Duration::from_secs(86_400));
+                free_at = Some(end);
                 // A chunk that failed is retried, not backed up: backups
                 // failing while another lease is live would carry it past
                 // its attempt budget.
-                if lease.worker == worker || chunk.last_error.is_some() {
+                if live.len() != 1 || chunk.last_error.is_some() || !job.only_running_left() {
                     continue;
                 }
-                let token = LeaseToken {
-                    job: *job_id,
-                    chunk: index,
-                    attempt: lease.attempt,
-                };
-                let Some(remaining) = self.time_to_finish(lease.worker, token, now) else {
-                    continue;
-                };
-                let mine = my_speed.time_for(chunk.len);
-                let worth_it = remaining.as_secs_f64() > mine.as_secs_f64() * BACKUP_MARGIN;
-                if worth_it && best.is_none_or(|(longest, _, _)| remaining > longest) {
-                    best = Some((remaining, *job_id, index));
-                }
-            }
-        }
-        let (_, job_id, index) = best?;
-        self.jobs.get_mut(&job_id)?.lease(index, worker, now, true)
-    }
-
-    /// How long `holder` is expected to need before it reports `token`.
-    fn time_to_finish(
-        &self,
-        holder: WorkerId,
-        token: LeaseToken,
-        now: Instant,
-    ) -> Option<Duration> {
-        let entry = self.workers.get(&holder)?;
-        let speed = self.cluster.estimate(entry.speed, entry.info.threads)?;
-        // Walk the holder's queue in grant order.
-        let mut free_at: Option<Instant> = None;
-        for held in &entry.leases {
-            let job = self.jobs.get(&held.job)?;
-            let chunk = job.chunk(held.chunk);
-            let Some((len, granted_at)) = chunk.and_then(|c| {
-                c.live_leases()
-                    .iter()
-                    .find(|l| l.attempt == held.attempt)
-                    .map(|l| (c.len, l.granted_at))
-            }) else {
-                continue;
-            };
-            let start = free_at.map_or(granted_at, |free| free.max(granted_at));
-            let end = start + speed.time_for(len).min(Duration::from_secs(86_400));
-            if *held == token {
-                return Some(if end > now {
+                let remaining = if end > now {
                     end - now
                 } else {
                     now.saturating_duration_since(start)
+                };
+                found.push(Straggler {
+                    remaining,
+                    job: held.job,
+                    chunk: held.chunk,
+                    len: chunk.len,
                 });
             }
-            free_at = Some(end);
         }
-        None
+        found.sort_by_key(|s| Reverse(s.remaining));
+        found
     }
 }

@@ -1,5 +1,6 @@
 //! Scheduler rules, one scenario each, with time passed in.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -215,7 +216,7 @@ fn a_disconnected_worker_loses_its_leases_at_once() {
     s.pull(a, 1, t0);
     s.pull(b, 1, t0);
     assert_eq!(grants(&s.take_effects()).len(), 1);
-    s.disconnect_worker(a, t0);
+    s.disconnect_worker(a, Departure::Lost, t0);
     let regrant = grants(&s.take_effects());
     assert_eq!(regrant.len(), 1);
     assert_eq!(regrant[0].0, b);
@@ -494,8 +495,13 @@ fn an_idle_worker_backs_up_a_straggler_and_the_first_result_wins() {
     }
     assert!(grants(&s.take_effects()).is_empty(), "no demand, no lease");
     s.pull(fast, 1, t0);
+    assert!(
+        grants(&s.take_effects()).is_empty(),
+        "backups wait for the tick"
+    );
     // The fast worker is idle and the slow one needs ~400 us for its
     // chunk: the fast one gets a backup.
+    s.tick(t0);
     let backups = grants(&s.take_effects());
     assert_eq!(backups.len(), 1);
     let (to, backup) = backups[0].clone();
@@ -561,11 +567,13 @@ fn a_failing_chunk_gets_no_backups_and_keeps_its_attempt_budget() {
             .unwrap();
     }
     s.pull(fast, 1, t0);
+    s.tick(t0);
     let (_, backup) = grants(&s.take_effects()).remove(0);
     assert_eq!(backup.token.chunk, poisoned.token.chunk);
     s.fail(fast, backup.token, "boom".into(), true, t0).unwrap();
     // The chunk failed: no more backups while the slow worker holds it.
     s.pull(fast, 1, t0);
+    s.tick(t0);
     assert!(grants(&s.take_effects()).is_empty());
     s.fail(slow, poisoned.token, "boom".into(), true, t0)
         .unwrap();
@@ -711,4 +719,287 @@ fn a_thousand_workers_share_tiny_chunks() {
     assert_eq!(status.state, JobState::Finished);
     assert_eq!(status.chunks_done, 5000);
     assert_eq!(served.len(), 1000, "every worker got work");
+}
+
+/// Grants in the effects, one entry per message.
+fn grant_messages(effects: Vec<Effect>) -> Vec<(WorkerId, Vec<Lease>)> {
+    effects
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Grant { worker, leases } => Some((worker, leases)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Grant messages in the order they were sent, and revoked tokens.
+fn deliver(
+    effects: Vec<Effect>,
+    sent: &mut VecDeque<(WorkerId, Vec<Lease>)>,
+    revoked: &mut BTreeSet<LeaseToken>,
+) {
+    for effect in effects {
+        match effect {
+            Effect::Grant { worker, leases } => sent.push_back((worker, leases)),
+            Effect::Revoke { tokens, .. } => revoked.extend(tokens),
+            Effect::JobReady(_) => {}
+        }
+    }
+}
+
+#[test]
+fn every_hungry_worker_gets_its_turn_when_the_window_is_short() {
+    // 100 workers each holding up to 32 leases, and a window of 256
+    // chunks: at most 8 of them can be served in full at once. Each answers
+    // a grant as soon as it is sent (grants in the order they were sent)
+    // and asks for as many again, like the bench's simulated workers.
+    let t0 = Instant::now();
+    let defaults = SchedulerConfig::default();
+    let mut s = Scheduler::new(SchedulerConfig {
+        window: WindowLimits {
+            max_chunks: 256,
+            ..defaults.window
+        },
+        ..defaults
+    });
+    let workers: Vec<WorkerId> = (0..100).map(|_| worker(&mut s, t0)).collect();
+    let job = s
+        .submit(spec(6400 * LEAF_LEN, Some(LEAF_LEN), false), t0)
+        .unwrap();
+    for w in &workers {
+        s.pull(*w, 32, t0);
+    }
+    let mut sent = VecDeque::new();
+    let mut revoked = BTreeSet::new();
+    deliver(s.take_effects(), &mut sent, &mut revoked);
+    while let Some((w, leases)) = sent.pop_front() {
+        for lease in &leases {
+            if !revoked.contains(&lease.token) {
+                s.complete(w, lease.token, report_for(lease), t0).unwrap();
+            }
+        }
+        s.pull(w, leases.len() as u32, t0);
+        deliver(s.take_effects(), &mut sent, &mut revoked);
+    }
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    assert_eq!(finished(&poll).chunks, 6400);
+    let computed: Vec<u64> = s
+        .worker_status(t0)
+        .iter()
+        .map(|w| w.chunks_completed)
+        .collect();
+    // Served in turn, 32 leases a turn: two turns each.
+    assert_eq!(computed, vec![64; 100]);
+}
+
+#[test]
+fn a_batch_of_results_is_answered_with_one_grant() {
+    let t0 = Instant::now();
+    let defaults = SchedulerConfig::default();
+    let mut s = Scheduler::new(SchedulerConfig {
+        window: WindowLimits {
+            max_chunks: 4,
+            ..defaults.window
+        },
+        ..defaults
+    });
+    let a = worker(&mut s, t0);
+    let b = worker(&mut s, t0);
+    s.submit(spec(8 * LEAF_LEN, Some(LEAF_LEN), false), t0)
+        .unwrap();
+    s.pull(a, 4, t0);
+    s.pull(b, 4, t0);
+    let held = grants(&s.take_effects());
+    assert_eq!(held.len(), 4, "the window is full");
+    // One call for the whole batch, as the service makes it.
+    for (_, lease) in &held {
+        s.complete(a, lease.token, report_for(lease), t0).unwrap();
+    }
+    let messages = grant_messages(s.take_effects());
+    let chunks: Vec<(WorkerId, Vec<u64>)> = messages
+        .iter()
+        .map(|(w, leases)| (*w, leases.iter().map(|l| l.token.chunk).collect()))
+        .collect();
+    assert_eq!(chunks, vec![(b, vec![4, 5, 6, 7])]);
+}
+
+#[test]
+fn leases_that_never_reached_their_worker_keep_their_tries() {
+    let t0 = Instant::now();
+    // A single lost try would fail the job.
+    let mut s = Scheduler::new(SchedulerConfig {
+        max_attempts: 1,
+        ..SchedulerConfig::default()
+    });
+    let a = worker(&mut s, t0);
+    let b = worker(&mut s, t0);
+    let spec = spec(LEAF_LEN, None, false);
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(a, 1, t0);
+    let (_, first) = grants(&s.take_effects()).remove(0);
+
+    // A's session is full: the lease comes back and A is paused.
+    s.undelivered(a, &[first.token], t0);
+    assert!(s.leases_of(a).is_empty());
+    s.pull(a, 1, t0);
+    assert!(
+        grants(&s.take_effects()).is_empty(),
+        "a paused worker gets nothing"
+    );
+    s.pull(b, 1, t0);
+    let (to, second) = grants(&s.take_effects()).remove(0);
+    assert_eq!((to, second.token.attempt), (b, 2));
+    s.undelivered(b, &[second.token], t0);
+
+    // A drained its session: it gets the chunk again, under a new token.
+    s.resume_grants(a, t0);
+    let effects = grant_messages(s.take_effects());
+    assert_eq!(effects.len(), 1);
+    let (to, leases) = &effects[0];
+    assert_eq!((*to, leases.len(), leases[0].token.attempt), (a, 1, 3));
+    assert_eq!(
+        s.complete(a, first.token, report_for(&first), t0),
+        Err(Rejection::Stale),
+        "a token taken back is not live"
+    );
+    s.complete(a, leases[0].token, report_for(&leases[0]), t0)
+        .unwrap();
+
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    let result = finished(&poll);
+    assert!(result.summary.bit_identical(&reference(&spec)));
+    assert_eq!(result.attempts, 1, "only one lease reached a worker");
+    let c = s.counters();
+    assert_eq!(
+        (
+            c.leases_granted,
+            c.leases_undelivered,
+            c.retries,
+            c.jobs_failed
+        ),
+        (1, 2, 0, 0)
+    );
+}
+
+#[test]
+fn dropped_sessions_keep_the_tries_and_lost_ones_use_them() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig::default();
+    let mut s = Scheduler::new(config);
+    let job = s.submit(spec(LEAF_LEN, None, false), t0).unwrap();
+    let mut holders = Vec::new();
+    let mut hold_and_leave = |s: &mut Scheduler, departure| {
+        let w = worker(s, t0);
+        s.pull(w, 1, t0);
+        assert_eq!(grants(&s.take_effects()).len(), 1);
+        s.disconnect_worker(w, departure, t0);
+        holders.push(w.to_string());
+    };
+    // The coordinator dropping sessions (say, workers too slow to read)
+    // is not the chunk's fault, however often it happens.
+    for _ in 0..10 {
+        hold_and_leave(&mut s, Departure::Dropped);
+    }
+    assert!(s.poll_job(job, usize::MAX, t0).unwrap().outcome.is_none());
+    assert_eq!(s.counters().retries, 0);
+    // A chunk that takes its workers down fails the job.
+    for _ in 0..config.max_attempts {
+        hold_and_leave(&mut s, Departure::Lost);
+    }
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    let Some(JobOutcome::Failed(failure)) = poll.outcome else {
+        panic!("job should have failed: {:?}", poll.outcome);
+    };
+    let last = holders.last().unwrap();
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "job {job} failed: chunk 0 (elements [0, {LEAF_LEN})) failed after 14 attempt(s) on worker(s) {}: no worker reported an error; its last lease was lost when worker {last} disconnected",
+            holders.join(", ")
+        )
+    );
+}
+
+#[test]
+fn a_chunk_lost_with_silent_workers_says_so() {
+    let t0 = Instant::now();
+    let config = SchedulerConfig::default();
+    let mut s = Scheduler::new(config);
+    let job = s.submit(spec(LEAF_LEN, None, false), t0).unwrap();
+    let mut now = t0;
+    let mut holders = Vec::new();
+    for _ in 0..config.max_attempts {
+        let w = worker(&mut s, now);
+        s.pull(w, 1, now);
+        assert_eq!(grants(&s.take_effects()).len(), 1);
+        holders.push(w.to_string());
+        now += config.lease_timeout + Duration::from_millis(1);
+        s.tick(now);
+    }
+    let poll = s.poll_job(job, usize::MAX, now).unwrap();
+    let Some(JobOutcome::Failed(failure)) = poll.outcome else {
+        panic!("job should have failed: {:?}", poll.outcome);
+    };
+    assert_eq!(
+        failure.to_string(),
+        format!(
+            "job {job} failed: chunk 0 (elements [0, {LEAF_LEN})) failed after 4 attempt(s) on worker(s) {}: no worker reported an error; its last lease was lost when worker w4 went silent for over 5s",
+            holders.join(", ")
+        )
+    );
+}
+
+#[test]
+fn idle_workers_back_up_the_slowest_stragglers_first() {
+    let t0 = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    let fast = [worker(&mut s, t0), worker(&mut s, t0)];
+    let slow = worker(&mut s, t0);
+    let slower = worker(&mut s, t0);
+    let speed_of = |w: WorkerId| match w {
+        w if w == slow => 1e7,
+        w if w == slower => 1e6,
+        _ => 1e9,
+    };
+    let spec = spec(6 * LEAF_LEN, Some(LEAF_LEN), false);
+    let warmup = s.submit(spec.clone(), t0).unwrap();
+    for w in [fast[0], fast[1], slow, slower] {
+        s.pull(w, 1, t0);
+    }
+    for (w, lease) in grants(&s.take_effects()) {
+        s.complete(w, lease.token, report_at(&lease, speed_of(w)), t0)
+            .unwrap();
+    }
+    s.cancel(warmup, t0);
+    s.take_effects();
+
+    let job = s.submit(spec.clone(), t0).unwrap();
+    s.pull(slow, 1, t0);
+    s.pull(slower, 1, t0);
+    s.pull(fast[0], 2, t0);
+    s.pull(fast[1], 2, t0);
+    let leases = grants(&s.take_effects());
+    let held_by = |w: WorkerId| leases.iter().find(|(to, _)| *to == w).unwrap().1.token;
+    let (slow_token, slower_token) = (held_by(slow), held_by(slower));
+    for (w, lease) in leases.iter().filter(|(w, _)| fast.contains(w)) {
+        s.complete(*w, lease.token, report_at(lease, 1e9), t0)
+            .unwrap();
+    }
+    s.pull(fast[0], 1, t0);
+    s.pull(fast[1], 1, t0);
+    assert!(grants(&s.take_effects()).is_empty());
+
+    // The slower worker's chunk is expected to finish last: it is backed
+    // up first.
+    s.tick(t0);
+    let backups: Vec<(WorkerId, u64)> = grants(&s.take_effects())
+        .iter()
+        .map(|(w, l)| (*w, l.token.chunk))
+        .collect();
+    assert_eq!(
+        backups,
+        vec![(fast[0], slower_token.chunk), (fast[1], slow_token.chunk)]
+    );
+    let status = s.job_status(job, t0).unwrap();
+    assert_eq!(status.counters.backups_granted, 2);
 }

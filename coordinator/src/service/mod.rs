@@ -14,29 +14,48 @@ mod workers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use farm_proto::v1;
 use farm_proto::wire::{Encoded, FrameSender};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 pub use jobs::JobsApi;
 pub use workers::WorkersApi;
 
 use crate::config::CoordinatorConfig;
-use crate::scheduler::{Effect, JobId, LeaseToken, Scheduler, WorkerId};
+use crate::scheduler::{Departure, Effect, JobId, LeaseToken, Scheduler, WorkerId};
 
 /// Messages queued for one worker session. A worker only receives what it
-/// asked for (bounded by its demand) plus revocations, so a full queue
-/// means the worker stopped reading: it is dropped.
+/// asked for (bounded by its demand, at most one grant per scheduler call)
+/// plus revocations. When the queue is full the worker is reading slowly:
+/// the grant that did not fit goes to other workers, without using up a
+/// try, and the worker gets no more until its queue drains.
 const SESSION_QUEUE: usize = 256;
+
+/// Free places a paused session's queue needs before it gets grants
+/// again, so that it does not flip between paused and not on every tick.
+const RESUME_ROOM: usize = SESSION_QUEUE / 2;
 
 /// A connected worker's outbox and the switch that ends its session.
 #[derive(Debug)]
 struct Session {
     outbox: FrameSender,
     closed: CancellationToken,
+    /// Since when grants are paused because the outbox was full. A worker
+    /// that does not make room within the lease timeout is dropped.
+    paused_since: Option<Instant>,
+}
+
+/// Why a message could not be queued for a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsent {
+    /// Its outbox is full: it reads more slowly than it asks.
+    Full,
+    /// Its session is over.
+    Gone,
 }
 
 #[derive(Debug)]
@@ -89,9 +108,22 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Expires silent workers and hands out backups; called on a timer.
+    /// Resumes or drops paused sessions, expires silent workers and hands
+    /// out backups; called on a timer.
     pub fn tick(&self) {
-        self.with_scheduler(|s, now| s.tick(now));
+        let mut state = self.lock();
+        let now = Instant::now();
+        state.check_paused(now, self.config.scheduler.lease_timeout);
+        let expired = state.scheduler.counters().leases_expired;
+        state.scheduler.tick(now);
+        let lost = state.scheduler.counters().leases_expired - expired;
+        if lost > 0 {
+            tracing::warn!(
+                leases = lost,
+                "workers went silent; their leases go to others"
+            );
+        }
+        state.apply_effects();
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {
@@ -106,7 +138,7 @@ impl HubState {
             if effects.is_empty() {
                 return;
             }
-            let mut broken = Vec::new();
+            let mut undelivered = Vec::new();
             for effect in effects {
                 match effect {
                     Effect::Grant { worker, leases } => {
@@ -114,8 +146,9 @@ impl HubState {
                             leases: leases.iter().map(lease_message).collect(),
                         };
                         let message = v1::coordinator_message::Kind::Grant(grant);
-                        if !self.send(worker, message) {
-                            broken.push(worker);
+                        if let Err(unsent) = self.send(worker, message) {
+                            let tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token).collect();
+                            undelivered.push((worker, tokens, unsent));
                         }
                     }
                     Effect::Revoke { worker, tokens } => {
@@ -124,7 +157,7 @@ impl HubState {
                         };
                         // A worker that cannot take a revocation will have
                         // its stale result rejected anyway.
-                        self.send(worker, v1::coordinator_message::Kind::Revoke(revoke));
+                        let _ = self.send(worker, v1::coordinator_message::Kind::Revoke(revoke));
                     }
                     Effect::JobReady(job) => {
                         if let Some(waker) = self.job_wakers.get(&job) {
@@ -133,29 +166,86 @@ impl HubState {
                     }
                 }
             }
-            // Leases that could not be delivered go back to the queue, which
-            // may produce more effects: loop until none are left.
+            // Leases that could not be queued go to other workers, which
+            // produces more effects: loop until none are left. It ends: a
+            // worker whose grant did not fit gets no more until its session
+            // drains.
             let now = Instant::now();
-            for worker in broken {
-                tracing::warn!(%worker, "worker is not reading its session; dropping it");
-                if let Some(session) = self.sessions.remove(&worker) {
-                    session.closed.cancel();
+            for (worker, tokens, unsent) in undelivered {
+                self.scheduler.undelivered(worker, &tokens, now);
+                match unsent {
+                    Unsent::Full => self.pause(worker, now),
+                    Unsent::Gone => self.end_session(worker, Departure::Lost, now),
                 }
-                self.scheduler.disconnect_worker(worker, now);
             }
         }
     }
 
-    /// Queues a message for a worker; false if it could not be queued.
-    fn send(&mut self, worker: WorkerId, kind: v1::coordinator_message::Kind) -> bool {
+    /// Stops granting to a worker whose outbox is full, until it drains.
+    fn pause(&mut self, worker: WorkerId, now: Instant) {
+        if let Some(session) = self.sessions.get_mut(&worker)
+            && session.paused_since.is_none()
+        {
+            tracing::info!(%worker, "worker reads its session slowly; pausing its grants");
+            session.paused_since = Some(now);
+        }
+    }
+
+    /// Forgets a worker's session, ends it, and requeues its leases.
+    fn end_session(&mut self, worker: WorkerId, departure: Departure, now: Instant) {
+        if let Some(session) = self.sessions.remove(&worker) {
+            session.closed.cancel();
+        }
+        self.scheduler.disconnect_worker(worker, departure, now);
+    }
+
+    /// Resumes the paused sessions that made room, and drops those that
+    /// read nothing for `patience`: a stuck worker must not keep its
+    /// leases forever. Dropping is the coordinator's doing, so their
+    /// chunks keep their tries.
+    fn check_paused(&mut self, now: Instant, patience: Duration) {
+        let mut resumed = Vec::new();
+        let mut stuck = Vec::new();
+        for (worker, session) in &mut self.sessions {
+            let Some(since) = session.paused_since else {
+                continue;
+            };
+            if session.outbox.capacity() >= RESUME_ROOM {
+                session.paused_since = None;
+                resumed.push(*worker);
+            } else if now.saturating_duration_since(since) > patience {
+                stuck.push(*worker);
+            }
+        }
+        for worker in resumed {
+            self.scheduler.resume_grants(worker, now);
+        }
+        for worker in stuck {
+            tracing::warn!(%worker, ?patience, "worker is not reading its session; dropping it");
+            self.end_session(worker, Departure::Dropped, now);
+        }
+    }
+
+    /// Queues a message for a worker.
+    fn send(
+        &mut self,
+        worker: WorkerId,
+        kind: v1::coordinator_message::Kind,
+    ) -> Result<(), Unsent> {
         let Some(session) = self.sessions.get(&worker) else {
-            return false;
+            return Err(Unsent::Gone);
         };
         let message = v1::CoordinatorMessage { kind: Some(kind) };
-        let Ok(message) = Encoded::message(&message) else {
-            return false;
-        };
-        session.outbox.try_send(Ok(message)).is_ok()
+        // Grants and revocations are far below the message size limit; a
+        // message that cannot be encoded cannot be sent either.
+        let message = Encoded::message(&message).map_err(|_| Unsent::Gone)?;
+        session
+            .outbox
+            .try_send(Ok(message))
+            .map_err(|err| match err {
+                TrySendError::Full(_) => Unsent::Full,
+                TrySendError::Closed(_) => Unsent::Gone,
+            })
     }
 }
 
@@ -185,3 +275,6 @@ pub(crate) fn token_from_message(token: Option<&v1::LeaseToken>) -> Option<Lease
         attempt: t.attempt,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,7 @@ use tonic::body::Body;
 use tracing::Instrument;
 
 use super::{Hub, SESSION_QUEUE, Session, token_from_message};
-use crate::scheduler::{ChunkReport, Rejection, Scheduler, WorkerId};
+use crate::scheduler::{ChunkReport, Departure, Rejection, Scheduler, WorkerId};
 use crate::validate;
 
 /// How long a new session may take to say hello.
@@ -92,6 +92,7 @@ impl WorkersApi {
                 Session {
                     outbox,
                     closed: closed.clone(),
+                    paused_since: None,
                 },
             );
             worker
@@ -217,10 +218,7 @@ impl Hub {
     /// The session ended: forget its outbox and requeue its leases.
     fn worker_gone(&self, worker: WorkerId) {
         let mut state = self.lock();
-        if let Some(session) = state.sessions.remove(&worker) {
-            session.closed.cancel();
-        }
-        state.scheduler.disconnect_worker(worker, Instant::now());
+        state.end_session(worker, Departure::Lost, Instant::now());
         state.apply_effects();
     }
 }

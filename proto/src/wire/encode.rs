@@ -100,6 +100,12 @@ impl Encoded {
         Encoded::with_payload(&head, &[3, 6], values)
     }
 
+    /// The message back, decoded from these bytes (what a peer would get).
+    pub fn decode<M: Message + Default>(&self) -> Result<M, prost::DecodeError> {
+        let head = self.head.slice(PREFIX_BYTES.min(self.head.len())..);
+        M::decode(bytes::Buf::chain(head, self.payload.clone()))
+    }
+
     /// Bytes on the wire.
     pub fn len(&self) -> usize {
         self.head.len() + self.payload.len()
