@@ -4,8 +4,16 @@
 //! no kernel, the same gRPC messages).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::OnceCell;
 
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -93,10 +101,110 @@ impl Connection {
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
     {
+        Connection::carried_by(service)
+    }
+
+    fn carried_by<S>(service: S) -> Connection
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
         let service = service.map_err(Into::into);
         Connection {
             service: BoxCloneSyncService::new(service),
         }
+    }
+}
+
+impl Connection {
+    /// A connection to the coordinator at `address` for a one-shot client
+    /// (`farm submit`), made on first use and never remade. Unlike a
+    /// [`Channel`] it accepts HTTP/2 frames of up to [`MAX_FRAME_BYTES`]
+    /// (tonic's `Endpoint` cannot ask for that), so the coordinator sends
+    /// each chunk of values as one frame, which is read as it is instead
+    /// of being joined from 16 KiB pieces.
+    pub fn direct(address: &str) -> Result<Connection, BadAddress> {
+        let uri = endpoint(address)?.uri().clone();
+        let direct = Direct {
+            origin: uri,
+            sender: Arc::new(OnceCell::new()),
+        };
+        Ok(Connection::carried_by(direct))
+    }
+}
+
+/// See [`Connection::direct`].
+#[derive(Clone)]
+struct Direct {
+    origin: Uri,
+    sender: Arc<OnceCell<http2::SendRequest<Body>>>,
+}
+
+impl Direct {
+    async fn connect(origin: &Uri) -> Result<http2::SendRequest<Body>, BoxError> {
+        let host = origin.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = origin.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
+                )
+            })??;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES)
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(stream))
+            .await?;
+        // A broken connection also fails the calls on it, which report it.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+impl Service<http::Request<Body>> for Direct {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let sender = this
+                .sender
+                .get_or_try_init(|| Direct::connect(&this.origin))
+                .await?;
+            let mut sender = sender.clone();
+            sender.ready().await?;
+            // HTTP/2 needs the scheme and authority as well as the path.
+            let (mut parts, body) = request.into_parts();
+            let mut uri = this.origin.clone().into_parts();
+            uri.path_and_query = parts.uri.path_and_query().cloned();
+            parts.uri = Uri::from_parts(uri)?;
+            let response = sender
+                .send_request(http::Request::from_parts(parts, body))
+                .await?;
+            Ok(response.map(Body::new))
+        })
     }
 }
 
