@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 
@@ -167,13 +168,89 @@ impl Direct {
             .keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(SettingsFirst::new(stream)))
             .await?;
         // A broken connection also fails the calls on it, which report it.
         tokio::spawn(async move {
             let _ = connection.await;
         });
         Ok(sender)
+    }
+}
+
+/// A stream that fails at once unless the peer's first bytes are an
+/// HTTP/2 SETTINGS frame, as every HTTP/2 server's are. Without it, an
+/// HTTP/1 server's "HTTP/1.1 400" would read as the header of a 4.7 MB
+/// frame (a legal size under [`MAX_FRAME_BYTES`]) and the call would wait
+/// for the rest.
+struct SettingsFirst {
+    inner: TcpStream,
+    checked: bool,
+}
+
+/// The frame type of SETTINGS, the 4th byte of a frame header.
+const SETTINGS_FRAME_TYPE: u8 = 0x4;
+
+impl SettingsFirst {
+    fn new(inner: TcpStream) -> SettingsFirst {
+        SettingsFirst {
+            inner,
+            checked: false,
+        }
+    }
+}
+
+impl AsyncRead for SettingsFirst {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if !self.checked && matches!(polled, Poll::Ready(Ok(()))) {
+            let read = &buf.filled()[before..];
+            if let Some(&frame_type) = read.get(3) {
+                self.checked = true;
+                if frame_type != SETTINGS_FRAME_TYPE {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the peer does not speak HTTP/2: its first bytes are not a SETTINGS frame",
+                    )));
+                }
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for SettingsFirst {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
