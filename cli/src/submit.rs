@@ -151,7 +151,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
     let mode = submission.mode();
     let (connection, address, embedded) = match &mode {
         Mode::Cluster(address) => (
-            transport::endpoint(address)?.connect_lazy().into(),
+            transport::Connection::direct(address)?,
             address.clone(),
             None,
         ),
