@@ -102,19 +102,6 @@ impl Connection {
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
     {
-        Connection::carried_by(service)
-    }
-
-    fn carried_by<S>(service: S) -> Connection
-    where
-        S: Service<http::Request<Body>, Response = http::Response<Body>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
         let service = service.map_err(Into::into);
         Connection {
             service: BoxCloneSyncService::new(service),
@@ -135,7 +122,10 @@ impl Connection {
             origin: uri,
             sender: Arc::new(OnceCell::new()),
         };
-        Ok(Connection::carried_by(direct))
+        // `Direct` already fails with a `BoxError`.
+        Ok(Connection {
+            service: BoxCloneSyncService::new(direct),
+        })
     }
 }
 
