@@ -18,6 +18,7 @@ use farm_proto::error::ErrorKind;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    farm_proto::process::tune_allocator();
     // Only warnings by default: the output of `farm` is its result.
     farm_proto::process::init_tracing("warn");
     let result = match cli.command {

@@ -54,11 +54,16 @@ impl Args {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
+    // Before the runtime's threads exist: they take their allocator arena
+    // on their first allocation.
+    farm_proto::process::tune_allocator();
     farm_proto::process::init_tracing("info");
-    match serve(args).await {
+    let served = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(serve(args)));
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("farm-coordinator: {err:#}");

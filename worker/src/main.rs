@@ -50,6 +50,7 @@ Testing faults:
 fn main() -> ExitCode {
     let args = Args::parse();
     let faults = test_faults();
+    farm_proto::process::tune_allocator();
     farm_proto::process::init_tracing("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
