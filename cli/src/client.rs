@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use farm_catalog::Summary;
@@ -12,7 +11,7 @@ use farm_proto::probe;
 use farm_proto::transport::Connection;
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
-use farm_proto::wire::{self, Encoded, FrameBody, method};
+use farm_proto::wire::{self, Encoded, FrameBody, Payload, method};
 use farm_proto::{PROTOCOL_VERSION, v1};
 use tonic::Status;
 
@@ -145,7 +144,7 @@ pub async fn run_job(
     connection: Connection,
     address: &str,
     request: &JobRequest,
-    values: Option<&mpsc::Sender<Bytes>>,
+    values: Option<&mpsc::Sender<Payload>>,
 ) -> Result<JobReport, ClientError> {
     name_non_coordinator(
         follow_job(connection, address, request, values).await,
@@ -178,12 +177,13 @@ async fn follow_job(
     connection: Connection,
     address: &str,
     request: &JobRequest,
-    values: Option<&mpsc::Sender<Bytes>>,
+    values: Option<&mpsc::Sender<Payload>>,
 ) -> Result<JobReport, ClientError> {
     let submit = Encoded::message(&request.message())
         .map_err(|s| ClientError::from_status(&s, address, None))?;
     // farm's own framing: the values arrive as slices of the receive
-    // buffer, not copies (see farm_proto::wire).
+    // buffer, in the pieces they arrived in, not copies (see
+    // farm_proto::wire).
     let call = wire::call::open(
         connection,
         method::SUBMIT_JOB,
@@ -193,14 +193,14 @@ async fn follow_job(
     let mut job_id = None;
     let mut next_offset = 0u64;
     loop {
-        let message = tokio::time::timeout(STREAM_SILENCE_TIMEOUT, stream.message())
+        let message = tokio::time::timeout(STREAM_SILENCE_TIMEOUT, stream.message_with_payload())
             .await
             .map_err(|_| ClientError::Lost {
                 address: address.to_owned(),
                 reason: format!("no word for {} s", STREAM_SILENCE_TIMEOUT.as_secs()),
             })?
             .map_err(|s| ClientError::from_status(&s, address, job_id))?;
-        let Some(v1::SubmitJobResponse { event: Some(event) }) = message else {
+        let Some((v1::SubmitJobResponse { event: Some(event) }, payload)) = message else {
             return Err(ClientError::Lost {
                 address: address.to_owned(),
                 reason: "the job stream ended without a result".to_owned(),
@@ -210,21 +210,21 @@ async fn follow_job(
             Event::Accepted(accepted) => job_id = Some(accepted.job_id),
             Event::Progress(_) => {}
             Event::Values(batch) => {
-                if batch.offset != next_offset || batch.values_le.len() % 8 != 0 {
+                if batch.offset != next_offset || payload.len() % 8 != 0 {
                     return Err(ClientError::Protocol(format!(
                         "values at offset {} ({} bytes) where offset {next_offset} was due",
                         batch.offset,
-                        batch.values_le.len()
+                        payload.len()
                     )));
                 }
-                next_offset += batch.values_le.len() as u64 / 8;
+                next_offset += payload.len() as u64 / 8;
                 let Some(values) = values else {
                     return Err(ClientError::Protocol(
                         "values that were not asked for".into(),
                     ));
                 };
                 values
-                    .send(batch.values_le)
+                    .send(payload)
                     .await
                     .map_err(|_| ClientError::Output("the output writer stopped".into()))?;
             }

@@ -10,9 +10,9 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use farm_catalog::{Function, Reducer, Summary, evaluate};
 use farm_proto::transport;
+use farm_proto::wire::Payload;
 use tokio::sync::mpsc;
 
 use crate::client::{self, ClientError, JobReport, JobRequest};
@@ -218,16 +218,16 @@ async fn finish_output(
 /// never block the runtime.
 #[derive(Debug)]
 struct ValueWriter {
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Payload>,
     thread: std::thread::JoinHandle<Result<(), OutputError>>,
 }
 
 impl ValueWriter {
     fn start(mut sink: Sink) -> ValueWriter {
-        let (queue, mut batches) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (queue, mut batches) = mpsc::channel::<Payload>(WRITE_QUEUE);
         let thread = std::thread::spawn(move || {
             while let Some(batch) = batches.blocking_recv() {
-                sink.write_batch(&batch)?;
+                sink.write_pieces(batch.parts())?;
             }
             // Only a complete output is renamed into place; `finish`
             // reports a short one.

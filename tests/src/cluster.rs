@@ -11,12 +11,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use farm_cli::client::{self, ClientError, JobReport, JobRequest};
 use farm_coordinator::CoordinatorConfig;
 use farm_proto::transport;
 use farm_proto::transport::Connection;
 use farm_proto::v1;
+use farm_proto::wire::Payload;
 use farm_worker::{WorkerConfig, WorkerError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -200,11 +200,13 @@ pub async fn run_on(
     address: &str,
     request: &JobRequest,
 ) -> Result<JobRun, ClientError> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let (tx, mut rx) = mpsc::channel::<Payload>(8);
     let collector = tokio::spawn(async move {
         let mut values = Vec::new();
         while let Some(batch) = rx.recv().await {
-            values.extend_from_slice(&batch);
+            for piece in batch.parts() {
+                values.extend_from_slice(piece);
+            }
         }
         values
     });

@@ -10,10 +10,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use farm_catalog::grid::leaf_count;
 use farm_catalog::summary::DIGEST_LEN;
 use farm_catalog::{ChunkSummary, Reducer, Summary};
+use farm_proto::wire::Payload;
 
 use super::chunk::{Chunk, ChunkState, LiveLease};
 use super::policy::{Sizing, next_chunk_len};
@@ -73,7 +73,7 @@ pub struct ValuesBatch {
     /// Job index of the first value.
     pub offset: u64,
     /// Little-endian f64 bytes.
-    pub values_le: Bytes,
+    pub values_le: Payload,
 }
 
 /// How a job ended.
@@ -267,7 +267,7 @@ impl Job {
         &mut self,
         token: LeaseToken,
         summary: ChunkSummary,
-        values: Option<Bytes>,
+        values: Option<Payload>,
         worker: WorkerId,
         now: Instant,
     ) -> Accepted {

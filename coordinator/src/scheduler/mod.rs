@@ -24,8 +24,8 @@ use std::fmt;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use farm_catalog::{ChunkSummary, Function};
+use farm_proto::wire::Payload;
 
 use job::{Job, Work};
 pub use job::{JobFailure, JobOutcome, JobResult, ValuesBatch};
@@ -103,7 +103,7 @@ pub struct Lease {
 #[derive(Debug, Clone)]
 pub struct ChunkReport {
     pub summary: ChunkSummary,
-    pub values: Option<Bytes>,
+    pub values: Option<Payload>,
     /// Wall time the worker spent computing the chunk (zero if unknown).
     pub compute: Duration,
 }
@@ -663,7 +663,7 @@ impl Scheduler {
             let message = format!(
                 "worker {worker} sent a malformed result for {len} elements ({} leaf sums, {} value bytes)",
                 report.summary.leaf_sums.len(),
-                report.values.as_ref().map_or(0, Bytes::len)
+                report.values.as_ref().map_or(0, Payload::len)
             );
             self.fail_attempt(worker, token, message, true, now);
             return Err(Rejection::Malformed);

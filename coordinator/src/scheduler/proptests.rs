@@ -202,7 +202,7 @@ impl Harness {
                 self.values.len() as u64,
                 "values out of order"
             );
-            self.values.extend_from_slice(&batch.values_le);
+            self.values.extend_from_slice(&batch.values_le.joined());
         }
         self.outcome = poll.outcome;
     }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use farm_catalog::grid::{LEAF_LEN, round_to_leaves};
 use farm_catalog::summary::{le_bytes, summarize_values};
 use farm_catalog::{Function, Summary, evaluate};
+use farm_proto::wire::Payload;
 
 use super::*;
 
@@ -30,7 +31,9 @@ pub(super) fn report_for(lease: &Lease) -> ChunkReport {
     .expect("test leases are valid");
     ChunkReport {
         summary: out.summary,
-        values: out.values.map(|v| Bytes::copy_from_slice(&le_bytes(&v))),
+        values: out
+            .values
+            .map(|v| Payload::from(Bytes::copy_from_slice(&le_bytes(&v)))),
         // As if every worker computed 1e9 elements per second.
         compute: Duration::from_nanos(lease.len),
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use farm_proto::error::to_status;
 use farm_proto::v1;
 use farm_proto::v1::worker_message::Kind;
-use farm_proto::wire::{Encoded, FrameBody, MessageReader, server};
+use farm_proto::wire::{Encoded, FrameBody, MessageReader, Payload, server};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::body::Body;
@@ -126,12 +126,12 @@ async fn read_session(
 ) -> String {
     loop {
         let message = tokio::select! {
-            message = inbound.message::<v1::WorkerMessage>() => message,
+            message = inbound.message_with_payload::<v1::WorkerMessage>() => message,
             () = closed.cancelled() => return "session closed by the coordinator".to_owned(),
         };
         match message {
-            Ok(Some(message)) => {
-                if let Err(reason) = handle(hub, worker, message) {
+            Ok(Some((message, values))) => {
+                if let Err(reason) = handle(hub, worker, message, values) {
                     return reason;
                 }
             }
@@ -141,7 +141,13 @@ async fn read_session(
     }
 }
 
-fn handle(hub: &Hub, worker: WorkerId, message: v1::WorkerMessage) -> Result<(), String> {
+/// Acts on one message; `values` are a single result's, taken out of it.
+fn handle(
+    hub: &Hub,
+    worker: WorkerId,
+    message: v1::WorkerMessage,
+    values: Payload,
+) -> Result<(), String> {
     let Some(kind) = message.kind else {
         return Err("empty worker message".to_owned());
     };
@@ -165,14 +171,15 @@ fn handle(hub: &Hub, worker: WorkerId, message: v1::WorkerMessage) -> Result<(),
             hub.with_scheduler(|s, now| s.return_leases(worker, &tokens, now));
         }
         Kind::Result(result) => {
-            hub.with_scheduler(|s, now| report(s, worker, result, now))?;
+            hub.with_scheduler(|s, now| report(s, worker, result, values, now))?;
         }
         Kind::Results(batch) => {
             // One lock for the whole batch: this is what makes tiny chunks
             // cheap.
             hub.with_scheduler(|s, now| {
-                for result in batch.results {
-                    report(s, worker, result, now)?;
+                for mut result in batch.results {
+                    let values = Payload::from(std::mem::take(&mut result.values_le));
+                    report(s, worker, result, values, now)?;
                 }
                 s.pull(worker, batch.pull.min(MAX_PULL_SLOTS), now);
                 Ok::<(), String>(())
@@ -190,12 +197,13 @@ fn handle(hub: &Hub, worker: WorkerId, message: v1::WorkerMessage) -> Result<(),
     Ok(())
 }
 
-/// Hands one result to the scheduler; a result without a token ends the
-/// session.
+/// Hands one result, its values apart, to the scheduler; a result without
+/// a token ends the session.
 fn report(
     s: &mut Scheduler,
     worker: WorkerId,
     result: v1::ChunkResult,
+    values: Payload,
     now: Instant,
 ) -> Result<(), String> {
     let token = token_from_message(result.token.as_ref())
@@ -203,7 +211,7 @@ fn report(
     let compute = Duration::from_micros(result.compute_us);
     let report = ChunkReport {
         summary: result.chunk_summary(),
-        values: (!result.values_le.is_empty()).then_some(result.values_le),
+        values: (!values.is_empty()).then_some(values),
         compute,
     };
     match s.complete(worker, token, report, now) {

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::vec;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -16,14 +17,14 @@ use super::Encoded;
 pub type FrameSender = mpsc::Sender<Result<Encoded, Status>>;
 
 /// One direction of a gRPC call as an HTTP body: each queued message
-/// becomes a data frame for its head and one for its payload, handed on
-/// as they are. The queue's bound is the body's: when the peer reads
+/// becomes a data frame for its head and one for each piece of its
+/// payload, handed on as they are. The queue's bound is the body's: when the peer reads
 /// slowly, HTTP/2 flow control stops polling the body and senders wait.
 #[derive(Debug)]
 pub struct FrameBody {
     queue: mpsc::Receiver<Result<Encoded, Status>>,
-    /// The payload of the message whose head was just sent.
-    payload: Option<Bytes>,
+    /// The payload pieces of the message whose head was just sent.
+    payload: vec::IntoIter<Bytes>,
     /// A response: ends with the call's status as trailers.
     trailers: bool,
     done: bool,
@@ -61,7 +62,7 @@ impl FrameBody {
         let (sender, queue) = mpsc::channel(capacity);
         let body = FrameBody {
             queue,
-            payload: None,
+            payload: Vec::new().into_iter(),
             trailers,
             done: false,
         };
@@ -90,8 +91,8 @@ impl Body for FrameBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if let Some(payload) = self.payload.take() {
-            return Poll::Ready(Some(Ok(Frame::data(payload))));
+        if let Some(part) = self.payload.next() {
+            return Poll::Ready(Some(Ok(Frame::data(part))));
         }
         if self.done {
             return Poll::Ready(None);
@@ -99,7 +100,7 @@ impl Body for FrameBody {
         let frame = match ready!(self.queue.poll_recv(cx)) {
             Some(Ok(message)) => {
                 let (head, payload) = message.into_parts();
-                self.payload = payload;
+                self.payload = payload.into_parts().into_iter();
                 Some(Ok(Frame::data(head)))
             }
             Some(Err(status)) => self.end(status),
@@ -109,7 +110,7 @@ impl Body for FrameBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.payload.is_none()
+        self.done && self.payload.len() == 0
     }
 }
 
@@ -118,25 +119,36 @@ impl Body for FrameBody {
 mod tests {
     use super::*;
     use crate::v1;
-    use crate::wire::MessageReader;
+    use crate::v1::submit_job_response::Event;
+    use crate::wire::{MessageReader, Payload};
 
     #[tokio::test]
     async fn a_response_carries_payloads_untouched_and_ends_with_its_status() {
         let (sender, body) = FrameBody::response(4);
-        let values = Bytes::from(vec![3u8; 100_000]);
-        let head = v1::ValuesBatch {
-            offset: 8,
-            values_le: Bytes::new(),
-        };
-        let encoded = Encoded::with_payload(&head, &[2], values.clone()).unwrap();
+        let pieces = [
+            Bytes::from(vec![3u8; 100_000]),
+            Bytes::from(vec![4u8; 50_000]),
+        ];
+        let payload = Payload::from(pieces.to_vec());
+        let encoded = Encoded::values_batch(8, payload.clone()).unwrap();
         sender.send(Ok(encoded)).await.unwrap();
         sender.send(Err(Status::aborted("stop"))).await.unwrap();
         drop(sender);
         let mut reader = MessageReader::new(body);
-        let batch: v1::ValuesBatch = reader.message().await.unwrap().unwrap();
+        let (response, received) = reader
+            .message_with_payload::<v1::SubmitJobResponse>()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(Event::Values(batch)) = response.event else {
+            panic!("not a values batch: {response:?}");
+        };
         assert_eq!(batch.offset, 8);
-        // The very buffer that was sent: no copy on the way.
-        assert_eq!(batch.values_le.as_ptr(), values.as_ptr());
+        assert_eq!(received, payload);
+        // The very buffers that were sent: no copy on the way.
+        for (sent, got) in pieces.iter().zip(received.parts()) {
+            assert_eq!(got.as_ptr(), sent.as_ptr());
+        }
         let status = reader.message::<v1::ValuesBatch>().await.unwrap_err();
         assert_eq!(status.code(), Code::Aborted);
     }

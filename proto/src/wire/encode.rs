@@ -6,6 +6,7 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, k
 use tonic::Status;
 
 use super::PREFIX_BYTES;
+use super::payload::{Payload, PayloadMessage};
 use crate::v1::submit_job_response::Event;
 use crate::v1::worker_message::Kind;
 use crate::{MAX_MESSAGE_BYTES, v1};
@@ -19,13 +20,13 @@ const INLINE_PAYLOAD_BYTES: usize = 16 << 10;
 #[derive(Debug, Clone)]
 pub struct Encoded {
     head: Bytes,
-    payload: Bytes,
+    payload: Payload,
 }
 
 impl Encoded {
     /// `message`, encoded whole.
     pub fn message(message: &impl Message) -> Result<Encoded, Status> {
-        Encoded::with_payload(message, &[], Bytes::new())
+        Encoded::with_payload(message, &[], Payload::default())
     }
 
     /// `message` followed by `payload` as the bytes field reached through
@@ -40,7 +41,7 @@ impl Encoded {
     pub fn with_payload(
         message: &impl Message,
         path: &[u32],
-        payload: Bytes,
+        payload: Payload,
     ) -> Result<Encoded, Status> {
         let wrapping = if payload.is_empty() {
             Vec::new()
@@ -66,10 +67,12 @@ impl Encoded {
             .map_err(|e| Status::internal(format!("cannot encode a message: {e}")))?;
         head.put_slice(&wrapping);
         if inline {
-            head.put_slice(&payload);
+            for part in payload.parts() {
+                head.put_slice(part);
+            }
             return Ok(Encoded {
                 head: head.freeze(),
-                payload: Bytes::new(),
+                payload: Payload::default(),
             });
         }
         Ok(Encoded {
@@ -79,15 +82,14 @@ impl Encoded {
     }
 
     /// A job stream's values at `offset`, the values a frame of their own.
-    pub fn values_batch(offset: u64, values_le: Bytes) -> Result<Encoded, Status> {
+    pub fn values_batch(offset: u64, values_le: Payload) -> Result<Encoded, Status> {
         let head = v1::SubmitJobResponse {
             event: Some(Event::Values(v1::ValuesBatch {
                 offset,
                 values_le: Bytes::new(),
             })),
         };
-        // SubmitJobResponse.values, then ValuesBatch.values_le.
-        Encoded::with_payload(&head, &[2, 2], values_le)
+        Encoded::with_payload(&head, v1::SubmitJobResponse::PAYLOAD_PATH, values_le)
     }
 
     /// A worker's result for one chunk, its values a frame of their own.
@@ -96,14 +98,17 @@ impl Encoded {
         let head = v1::WorkerMessage {
             kind: Some(Kind::Result(result)),
         };
-        // WorkerMessage.result, then ChunkResult.values_le.
-        Encoded::with_payload(&head, &[3, 6], values)
+        Encoded::with_payload(
+            &head,
+            v1::WorkerMessage::PAYLOAD_PATH,
+            Payload::from(values),
+        )
     }
 
     /// The message back, decoded from these bytes (what a peer would get).
     pub fn decode<M: Message + Default>(&self) -> Result<M, prost::DecodeError> {
         let head = self.head.slice(PREFIX_BYTES.min(self.head.len())..);
-        M::decode(bytes::Buf::chain(head, self.payload.clone()))
+        M::decode(bytes::Buf::chain(head, self.payload.joined()))
     }
 
     /// Bytes on the wire.
@@ -116,16 +121,15 @@ impl Encoded {
         false
     }
 
-    /// The head, and the payload if there is one.
-    pub(super) fn into_parts(self) -> (Bytes, Option<Bytes>) {
-        let payload = (!self.payload.is_empty()).then_some(self.payload);
-        (self.head, payload)
+    /// The head, and the payload (empty when there is none).
+    pub(super) fn into_parts(self) -> (Bytes, Payload) {
+        (self.head, self.payload)
     }
 }
 
 /// The keys and lengths that put a payload of `payload_len` bytes at
 /// `path`, outermost first.
-fn payload_wrapping(path: &[u32], payload_len: usize) -> Vec<u8> {
+pub(super) fn payload_wrapping(path: &[u32], payload_len: usize) -> Vec<u8> {
     // Lengths nest from the inside out, so find each field's length first.
     let mut lengths = Vec::with_capacity(path.len());
     let mut inner = payload_len;
@@ -149,7 +153,7 @@ mod tests {
     fn wire(encoded: Encoded) -> Vec<u8> {
         let (head, payload) = encoded.into_parts();
         let mut bytes = head.to_vec();
-        bytes.extend_from_slice(&payload.unwrap_or_default());
+        bytes.extend_from_slice(&payload.joined());
         bytes
     }
 
@@ -169,7 +173,7 @@ mod tests {
                 values_le: values.clone(),
             })),
         };
-        let encoded = Encoded::values_batch(1 << 40, values).unwrap();
+        let encoded = Encoded::values_batch(1 << 40, Payload::from(values)).unwrap();
         // The second occurrence costs a key and a length per field.
         let overhead = encoded.len() - PREFIX_BYTES - whole.encoded_len();
         assert!(overhead <= 4, "{overhead} bytes more than encoded whole");
@@ -209,11 +213,11 @@ mod tests {
             elements_done: 5,
             chunks_done: 1,
         };
-        let encoded = Encoded::with_payload(&message, &[9], Bytes::new()).unwrap();
+        let encoded = Encoded::with_payload(&message, &[9], Payload::default()).unwrap();
         assert_eq!(
             wire(encoded.clone()).len(),
             PREFIX_BYTES + message.encoded_len()
         );
-        assert!(encoded.into_parts().1.is_none());
+        assert!(encoded.into_parts().1.is_empty());
     }
 }

@@ -17,17 +17,20 @@
 //! - [`Encoded`]: one length-prefixed message, its payload kept apart.
 //! - [`FrameBody`]: an HTTP body fed from a bounded queue of messages.
 //! - [`MessageReader`]: messages out of an HTTP body, payloads as slices.
+//! - [`Payload`]: a payload in the pieces it arrived in.
 //! - [`call`] and [`server`]: the client and server ends of a call.
 
 mod body;
 pub mod call;
 mod encode;
+mod payload;
 mod reader;
 mod segments;
 pub mod server;
 
 pub use body::{FrameBody, FrameSender};
 pub use encode::Encoded;
+pub use payload::{Payload, PayloadMessage};
 pub use reader::MessageReader;
 
 /// The paths of farm's gRPC methods, shared by the hand-made clients and

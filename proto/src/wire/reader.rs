@@ -8,16 +8,19 @@ use prost::Message;
 use tonic::Status;
 
 use super::PREFIX_BYTES;
+use super::encode::payload_wrapping;
+use super::payload::{Payload, PayloadMessage, split_payload};
 use super::segments::Segments;
 use crate::MAX_MESSAGE_BYTES;
 
 /// The messages of one direction of a gRPC call, read from its HTTP body.
 ///
 /// Frames are kept as they arrived and each message is decoded straight
-/// from them, so a `bytes` field that arrived as a frame of its own (see
+/// from them, so a `bytes` field that arrived in a frame of its own (see
 /// [`Encoded::with_payload`](super::Encoded::with_payload)) is a slice of
-/// the receive buffer. At most one message (bounded by
-/// [`MAX_MESSAGE_BYTES`]) plus one frame is held.
+/// the receive buffer, and a payload that spans frames is read in its
+/// pieces by [`message_with_payload`](Self::message_with_payload). At most
+/// one message (bounded by [`MAX_MESSAGE_BYTES`]) plus one frame is held.
 #[derive(Debug)]
 pub struct MessageReader<B> {
     body: B,
@@ -53,8 +56,37 @@ where
     /// The next message; `None` at the end of a call that succeeded, the
     /// call's status if it failed.
     pub async fn message<M: Message + Default>(&mut self) -> Result<Option<M>, Status> {
+        let message = self.next_message().await?;
+        message.map(|mut bytes| decode(&mut bytes)).transpose()
+    }
+
+    /// The next message, its payload field's bytes taken out as a
+    /// [`Payload`] (empty if it has none), never joined into one buffer.
+    pub async fn message_with_payload<M: PayloadMessage>(
+        &mut self,
+    ) -> Result<Option<(M, Payload)>, Status> {
+        let Some(mut bytes) = self.next_message().await? else {
+            return Ok(None);
+        };
+        let Some(payload) = split_payload(&mut bytes, M::PAYLOAD_PATH) else {
+            let mut message: M = decode(&mut bytes)?;
+            let payload = Payload::from(message.take_payload_field());
+            return Ok(Some((message, payload)));
+        };
+        let mut message: M = decode(&mut bytes)?;
+        // The split took the path's last occurrence too: merge an empty
+        // one back, so the message holds the payload's enclosing fields
+        // (a values batch at offset 0 has no other field to create them).
+        message
+            .merge(payload_wrapping(M::PAYLOAD_PATH, 0).as_slice())
+            .map_err(|e| Status::internal(format!("a malformed message: {e}")))?;
+        Ok(Some((message, payload)))
+    }
+
+    /// The next whole message's bytes (without the prefix).
+    async fn next_message(&mut self) -> Result<Option<Segments>, Status> {
         loop {
-            if let Some(message) = self.decode_buffered()? {
+            if let Some(message) = self.split_buffered()? {
                 return Ok(Some(message));
             }
             if let Some(ended) = &self.ended {
@@ -95,8 +127,8 @@ where
         Ok(())
     }
 
-    /// Decodes the first buffered message, if all of it is here.
-    fn decode_buffered<M: Message + Default>(&mut self) -> Result<Option<M>, Status> {
+    /// The first buffered message's bytes, if all of it is here.
+    fn split_buffered(&mut self) -> Result<Option<Segments>, Status> {
         if self.buffered.remaining() < PREFIX_BYTES {
             return Ok(None);
         }
@@ -117,11 +149,12 @@ where
             return Ok(None);
         }
         self.buffered.advance(PREFIX_BYTES);
-        let mut message = self.buffered.split_to(len);
-        M::decode(&mut message)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("a malformed message: {e}")))
+        Ok(Some(self.buffered.split_to(len)))
     }
+}
+
+fn decode<M: Message + Default>(bytes: &mut Segments) -> Result<M, Status> {
+    M::decode(bytes).map_err(|e| Status::internal(format!("a malformed message: {e}")))
 }
 
 #[cfg(test)]

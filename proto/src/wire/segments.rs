@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// bytes asked for lie in one frame, which is how protobuf's decoder takes
 /// `bytes` fields: a payload sent as a frame of its own arrives as a slice
 /// of the receive buffer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Segments {
     parts: VecDeque<Bytes>,
     remaining: usize,
@@ -21,6 +21,11 @@ impl Segments {
             self.remaining += bytes.len();
             self.parts.push_back(bytes);
         }
+    }
+
+    /// The frames, in order.
+    pub(super) fn into_parts(self) -> Vec<Bytes> {
+        self.parts.into()
     }
 
     /// The first `len` bytes, as segments of their own (no copy).
