@@ -168,7 +168,7 @@ mod tests {
 
     use super::*;
     use crate::v1;
-    use crate::wire::Encoded;
+    use crate::wire::{Encoded, Payload};
 
     /// A body that yields given frames, then given trailers.
     struct Frames(VecDeque<Frame<Bytes>>);
@@ -213,6 +213,42 @@ mod tests {
                 assert_eq!(message, progress(expected), "cut at {cut}");
             }
             assert_eq!(reader.message::<v1::JobProgress>().await.unwrap(), None);
+        }
+    }
+
+    /// A values batch at offset 0, whose payload is all it has, cut at
+    /// every position a flow-control window could cut it; and the same
+    /// batch as any protobuf encoder writes it.
+    #[tokio::test]
+    async fn payloads_come_out_whole_wherever_frames_cut_them() {
+        let values = Bytes::from((0..2000u32).flat_map(u32::to_le_bytes).collect::<Vec<_>>());
+        let batch = |values_le| v1::SubmitJobResponse {
+            event: Some(v1::submit_job_response::Event::Values(v1::ValuesBatch {
+                offset: 0,
+                values_le,
+            })),
+        };
+        let (head, payload) = Encoded::values_batch(0, Payload::from(values.clone()))
+            .unwrap()
+            .into_parts();
+        let mut apart = head.to_vec();
+        apart.extend_from_slice(&payload.joined());
+        let mut whole = vec![0u8];
+        whole.extend_from_slice(&(batch(values.clone()).encoded_len() as u32).to_be_bytes());
+        whole.extend_from_slice(&batch(values.clone()).encode_to_vec());
+        for bytes in [apart, whole] {
+            for cut in (1..bytes.len()).step_by(997) {
+                let frames = [&bytes[..cut], &bytes[cut..]]
+                    .map(|part| Frame::data(Bytes::copy_from_slice(part)));
+                let mut reader = MessageReader::new(Frames(frames.into()));
+                let (message, payload) = reader
+                    .message_with_payload::<v1::SubmitJobResponse>()
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(message, batch(Bytes::new()), "cut at {cut}");
+                assert_eq!(payload.joined(), values, "cut at {cut}");
+            }
         }
     }
 
