@@ -61,8 +61,8 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     );
     let rows = [
         ("coordinator (VmHWM before stopping it)", coordinator),
-        ("farm --coordinator client (wait4 ru_maxrss)", client),
-        ("farm embedded (wait4 ru_maxrss)", embedded),
+        ("farm --coordinator client (VmHWM until exit)", client),
+        ("farm embedded (VmHWM until exit)", embedded),
     ];
     for (name, bytes) in rows {
         println!(

@@ -1,7 +1,7 @@
 //! What the bench reads about other processes: CPU time and peak memory
-//! from /proc, the peak memory of a child that exits by itself (from
-//! `wait4`, since /proc forgets a process once it is reaped), and a
-//! watchdog that kills one that outlives its time.
+//! from /proc, the peak memory of a child that exits by itself (read
+//! until it exits, since /proc forgets a process once it is reaped), and
+//! a watchdog that kills one that outlives its time.
 
 use std::process::{Child, ExitStatus};
 use std::time::Duration;
@@ -38,25 +38,66 @@ pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// How often a child's high-water mark is read while it runs.
+const PEAK_POLL: Duration = Duration::from_millis(5);
+
 /// Waits for `child` (at most `timeout`, then kills it) and returns its
 /// exit status and peak resident set size in bytes.
+///
+/// The peak is the child's VmHWM, read every few milliseconds until it
+/// exits: the last reading covers all but its final milliseconds, when it
+/// only frees memory. `wait4`'s `ru_maxrss` cannot be used: Linux records
+/// the spawning process's own peak in it at `exec`, so a child of a bench
+/// that has grown to 190 MB reported 190 MB whatever it used itself.
 pub fn wait_with_peak_rss(child: &Child, timeout: Duration) -> anyhow::Result<(ExitStatus, u64)> {
     use std::os::unix::process::ExitStatusExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let pid = child.id();
     let _watchdog = Watchdog::new(pid, timeout);
-    let mut status = 0;
-    // SAFETY: rusage is plain old data that wait4 fills in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let peak = Arc::new(AtomicU64::new(0));
+    let exited = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, exited) = (peak.clone(), exited.clone());
+        std::thread::spawn(move || {
+            // A reading fails once the child is a zombie; the last good
+            // one stands.
+            while !exited.load(Ordering::Relaxed) {
+                if let Ok(bytes) = peak_rss(pid) {
+                    peak.fetch_max(bytes, Ordering::Relaxed);
+                }
+                std::thread::sleep(PEAK_POLL);
+            }
+        })
+    };
     let pid_t = libc::pid_t::try_from(pid)?;
-    // SAFETY: valid pointers to locals; the child is ours and not yet
-    // reaped (std only reaps in wait/try_wait, which are not called).
-    let reaped = unsafe { libc::wait4(pid_t, &mut status, 0, &mut usage) };
-    if reaped != pid_t {
-        bail!("wait4 on {pid} failed: {}", std::io::Error::last_os_error());
+    // Wait for the exit without reaping, so the sampler stops before the
+    // pid can be reused by another process.
+    // SAFETY: siginfo_t is plain old data that waitid fills in; the child
+    // is ours and not yet reaped (std only reaps in wait/try_wait, which
+    // are not called).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let waited =
+        unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    exited.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    if waited != 0 {
+        bail!(
+            "waitid on {pid} failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
-    // ru_maxrss is in KiB on Linux.
-    let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
-    Ok((ExitStatus::from_raw(status), peak))
+    let mut status = 0;
+    // SAFETY: a valid pointer to a local; the child has exited and is
+    // still ours to reap.
+    let reaped = unsafe { libc::waitpid(pid_t, &mut status, 0) };
+    if reaped != pid_t {
+        bail!(
+            "waitpid on {pid} failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok((ExitStatus::from_raw(status), peak.load(Ordering::Relaxed)))
 }
 
 /// Kills a process that outlives its time, unless dropped first.
