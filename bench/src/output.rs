@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 
 use crate::args::Args;
 use crate::cluster::{LoopbackCluster, submit_json};
-use crate::stats::{ratio, spread};
+use crate::stats::{best_ratio, ratio, spread};
 
 /// The reference writer's buffer.
 const WRITE_BUFFER: usize = 8 << 20;
@@ -105,7 +105,10 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         args.runs
     );
     for place in &places {
-        println!("\n{:<48}{:>34}{:>10}", place.label, "time", "vs direct");
+        println!(
+            "\n{:<48}{:>34}{:>10}{:>14}",
+            place.label, "time", "vs direct", "best vs best"
+        );
         let direct = &place.times[Writer::Direct as usize];
         for writer in Writer::ALL {
             let times = &place.times[writer as usize];
@@ -115,10 +118,11 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
                 "target <= 1.10x"
             };
             let line = format!(
-                "{:<48}{:>34}{:>9.2}x   {note}",
+                "{:<48}{:>34}{:>9.2}x{:>13.2}x   {note}",
                 writer.name(),
                 spread(times),
-                ratio(times, direct)
+                ratio(times, direct),
+                best_ratio(times, direct)
             );
             println!("{}", line.trim_end());
         }

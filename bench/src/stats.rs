@@ -53,3 +53,11 @@ pub fn show(d: Duration) -> String {
 pub fn ratio(a: &[Duration], b: &[Duration]) -> f64 {
     median(a).as_secs_f64() / median(b).as_secs_f64()
 }
+
+/// `a / b` of the fastest times: for measurements whose noise only ever
+/// adds time (a write stalled by the host), the best of each run is the
+/// steadier comparison.
+pub fn best_ratio(a: &[Duration], b: &[Duration]) -> f64 {
+    let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default();
+    best(a).as_secs_f64() / best(b).as_secs_f64()
+}

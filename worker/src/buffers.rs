@@ -45,10 +45,18 @@ impl BufferPool {
         }
     }
 
-    /// A buffer to fill: a returned one if there is one (its length and
-    /// contents are whatever the last user left), else an empty one.
-    pub fn take(&self) -> Vec<f64> {
-        self.shared.lock().pop().unwrap_or_default()
+    /// A buffer with room for `len` values: a returned one if one is kept
+    /// and large enough (its length and contents are whatever the last
+    /// user left), else a new one.
+    pub fn take(&self, len: usize) -> Vec<f64> {
+        let kept = self.shared.lock().pop().unwrap_or_default();
+        if kept.capacity() >= len {
+            return kept;
+        }
+        // Too small: every value will be overwritten, so nothing of it is
+        // worth copying into a grown one.
+        drop(kept);
+        fresh(len)
     }
 
     /// Hands `values` to the wire as little-endian bytes, without copying;
@@ -83,6 +91,37 @@ impl BufferPool {
         drop(free);
         // Over the bound: `values` goes back to the allocator here.
     }
+}
+
+/// A new buffer for `len` values, backed by huge pages where the kernel
+/// offers them (Linux's transparent huge pages, on request): its first
+/// touch then faults once per 2 MiB instead of once per 4 KiB. The
+/// embedded cluster keeps about 100 MB of values in flight, which cost
+/// 25,000 page faults a job before.
+fn fresh(len: usize) -> Vec<f64> {
+    let values: Vec<f64> = Vec::with_capacity(len);
+    advise_huge_pages(values.as_ptr(), values.capacity() * size_of::<f64>());
+    values
+}
+
+/// Asks for huge pages for the whole 2 MiB pages inside `[start, start +
+/// bytes)`, so the request never reaches memory outside the buffer.
+fn advise_huge_pages(start: *const f64, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE_PAGE: usize = 2 << 20;
+        let begin = (start as usize).next_multiple_of(HUGE_PAGE);
+        let end = (start as usize).saturating_add(bytes) / HUGE_PAGE * HUGE_PAGE;
+        if end > begin {
+            // SAFETY: the range lies inside an allocation this function's
+            // caller owns; MADV_HUGEPAGE changes only how the kernel backs
+            // it, never what it holds. A refusal changes nothing.
+            unsafe {
+                libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    let _ = (start, bytes);
 }
 
 impl Shared {
@@ -135,14 +174,21 @@ mod tests {
     #[test]
     fn a_returned_buffer_is_reused() {
         let pool = BufferPool::new(2);
-        let mut values = pool.take();
-        assert_eq!(values.capacity(), 0);
+        let mut values = pool.take(1 << 16);
+        assert!(values.capacity() >= 1 << 16);
+        assert!(values.is_empty());
         values.resize(1 << 16, 2.0);
         let address = values.as_ptr();
         drop(pool.into_bytes(values));
-        let again = pool.take();
+        let again = pool.take(1000);
         assert_eq!(again.as_ptr(), address);
         assert_eq!(again.len(), 1 << 16);
+        assert_eq!(pool.kept(), 0);
+        // One too small for the chunk is replaced, not grown.
+        drop(pool.into_bytes(again));
+        let larger = pool.take(1 << 17);
+        assert!(larger.capacity() >= 1 << 17);
+        assert!(larger.is_empty());
         assert_eq!(pool.kept(), 0);
     }
 
@@ -157,8 +203,8 @@ mod tests {
         assert_eq!(pool.kept(), 3);
         // Empty buffers hold no memory and are not kept.
         drop(pool.into_bytes(Vec::new()));
-        let taken: Vec<Vec<f64>> = (0..5).map(|_| pool.take()).collect();
-        let reused = taken.iter().filter(|v| v.capacity() > 0).count();
+        let taken: Vec<Vec<f64>> = (0..5).map(|_| pool.take(100)).collect();
+        let reused = taken.iter().filter(|v| v.len() == 100).count();
         assert_eq!(reused, 3);
         assert_eq!(pool.kept(), 0);
     }

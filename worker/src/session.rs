@@ -529,7 +529,13 @@ fn compute(lease: &v1::ChunkLease) -> Result<ChunkOutput, ChunkFailure> {
             lease.offset, lease.len
         ))
     })?;
-    let buffer = lease.stream_values.then(|| buffers::VALUES.take());
+    let len = usize::try_from(lease.len).map_err(|_| {
+        permanent(format!(
+            "a chunk of {} elements is too long here",
+            lease.len
+        ))
+    })?;
+    let buffer = lease.stream_values.then(|| buffers::VALUES.take(len));
     evaluate_reusing(function, lease.job_start, lease.offset..end, buffer)
         .map_err(|e| permanent(e.to_string()))
 }
