@@ -31,7 +31,7 @@ use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpIncoming};
 
 pub use config::{ConfigError, CoordinatorConfig};
-use service::routes::{JobService, WorkerService};
+use service::routes::Routed;
 use service::{Hub, JobsApi, WorkersApi};
 
 /// Why the coordinator stopped serving.
@@ -72,8 +72,8 @@ where
     let hub = Arc::new(Hub::new(config.clone(), stop.clone()));
     let ticker = tokio::spawn(tick_periodically(hub.clone(), config.tick));
 
-    let jobs = JobService(JobsApi::new(hub.clone()));
-    let workers = WorkerService(WorkersApi::new(hub.clone()));
+    let jobs = Routed(JobsApi::new(hub.clone()));
+    let workers = Routed(WorkersApi::new(hub.clone()));
     // The standard gRPC health service, for `farm health`, container health
     // checks and Kubernetes probes: SERVING until shutdown begins.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -114,8 +114,8 @@ pub fn in_process(
     let stop = CancellationToken::new();
     let hub = Arc::new(Hub::new(config.clone(), stop.clone()));
     let ticker = tokio::spawn(tick_periodically(hub.clone(), config.tick));
-    let routes = Routes::new(JobService(JobsApi::new(hub.clone())))
-        .add_service(WorkerService(WorkersApi::new(hub)));
+    let routes =
+        Routes::new(Routed(JobsApi::new(hub.clone()))).add_service(Routed(WorkersApi::new(hub)));
     let task = tokio::spawn(async move {
         shutdown.await;
         stop.cancel();

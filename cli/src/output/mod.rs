@@ -87,6 +87,12 @@ impl Format {
             None => Format::from_path(path),
         }
     }
+
+    /// The format of stdout or stdin, which have no extension: `explicit`
+    /// (`--format`) if given, else text.
+    pub fn of_stream(explicit: Option<Format>) -> Format {
+        explicit.unwrap_or(Format::Text)
+    }
 }
 
 /// Where `--output` sends a job's values.
@@ -127,8 +133,7 @@ impl OutputSpec {
         explicit: Option<Format>,
     ) -> Result<OutputSpec, OutputError> {
         let format = match (&destination, explicit) {
-            (Destination::Stdout, None) => Format::Text,
-            (Destination::Stdout, Some(format)) => format,
+            (Destination::Stdout, explicit) => Format::of_stream(explicit),
             (Destination::File(path), explicit) => Format::of_file(path, explicit)?,
         };
         Ok(OutputSpec {

@@ -39,8 +39,11 @@ pub fn summarize_file(path: &Path, explicit: Option<Format>) -> Result<Summary, 
 /// The summary of the values on stdin, read as `explicit` if given, else
 /// as text (what `--output -` writes by default).
 pub fn summarize_stdin(explicit: Option<Format>) -> Result<Summary, OutputError> {
-    let format = explicit.unwrap_or(Format::Text);
-    summarize_stream(io::stdin().lock(), Path::new(STDIN_NAME), format)
+    summarize_stream(
+        io::stdin().lock(),
+        Path::new(STDIN_NAME),
+        Format::of_stream(explicit),
+    )
 }
 
 /// `path` names the stream in errors.

@@ -18,17 +18,29 @@ use tower::Service;
 
 use super::{JobsApi, WorkersApi};
 
-type Answer = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+/// One gRPC service's methods: its name, and the answer to a call by
+/// its path.
+pub trait Methods: Clone + Send + 'static {
+    /// The service's full name, e.g. `farm.v1.JobService`.
+    const NAME: &'static str;
 
-/// `farm.v1.JobService`: submitting jobs and reading the cluster's status.
-#[derive(Debug, Clone)]
-pub struct JobService(pub JobsApi);
-
-impl NamedService for JobService {
-    const NAME: &'static str = method::JOB_SERVICE;
+    fn answer(
+        self,
+        request: http::Request<Body>,
+    ) -> impl Future<Output = http::Response<Body>> + Send;
 }
 
-impl Service<http::Request<Body>> for JobService {
+/// A service answering its [`Methods`] by path, as tonic's router wants.
+#[derive(Debug, Clone)]
+pub struct Routed<M>(pub M);
+
+impl<M: Methods> NamedService for Routed<M> {
+    const NAME: &'static str = M::NAME;
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+impl<M: Methods> Service<http::Request<Body>> for Routed<M> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = Answer;
@@ -38,46 +50,35 @@ impl Service<http::Request<Body>> for JobService {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Answer {
-        let api = self.0.clone();
-        Box::pin(async move {
-            let path = request.uri().path().to_owned();
-            Ok(match path.as_str() {
-                method::SUBMIT_JOB => api.submit_job(request).await,
-                method::GET_CLUSTER_STATUS => {
-                    server::unary(request, |m| api.cluster_status(m)).await
-                }
-                method::GET_JOB_STATUS => server::unary(request, |m| api.job_status(m)).await,
-                other => server::unimplemented(other),
-            })
-        })
+        let methods = self.0.clone();
+        Box::pin(async move { Ok(methods.answer(request).await) })
+    }
+}
+
+/// `farm.v1.JobService`: submitting jobs and reading the cluster's status.
+impl Methods for JobsApi {
+    const NAME: &'static str = method::JOB_SERVICE;
+
+    async fn answer(self, request: http::Request<Body>) -> http::Response<Body> {
+        let path = request.uri().path().to_owned();
+        match path.as_str() {
+            method::SUBMIT_JOB => self.submit_job(request).await,
+            method::GET_CLUSTER_STATUS => server::unary(request, |m| self.cluster_status(m)).await,
+            method::GET_JOB_STATUS => server::unary(request, |m| self.job_status(m)).await,
+            other => server::unimplemented(other),
+        }
     }
 }
 
 /// `farm.v1.WorkerService`: one session per connected worker.
-#[derive(Debug, Clone)]
-pub struct WorkerService(pub WorkersApi);
-
-impl NamedService for WorkerService {
+impl Methods for WorkersApi {
     const NAME: &'static str = method::WORKER_SERVICE;
-}
 
-impl Service<http::Request<Body>> for WorkerService {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Answer {
-        let api = self.0.clone();
-        Box::pin(async move {
-            let path = request.uri().path().to_owned();
-            Ok(match path.as_str() {
-                method::WORKER_SESSION => api.session(request).await,
-                other => server::unimplemented(other),
-            })
-        })
+    async fn answer(self, request: http::Request<Body>) -> http::Response<Body> {
+        let path = request.uri().path().to_owned();
+        match path.as_str() {
+            method::WORKER_SESSION => self.session(request).await,
+            other => server::unimplemented(other),
+        }
     }
 }

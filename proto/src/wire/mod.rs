@@ -6,8 +6,9 @@
 //! computing the values. Here a message's bulk payload (`values_le`)
 //! travels as the very `Bytes` it was computed into: handed to HTTP/2 as a
 //! frame of its own when sent, and sliced out of the received frames when
-//! read, kept in the pieces flow control cut it into ([`Payload`]). In the embedded cluster, where no socket sits between the parts,
-//! the worker's buffer reaches the output writer untouched.
+//! read, kept in the pieces flow control cut it into ([`Payload`]). In
+//! the embedded cluster, where no socket sits between the parts, the
+//! worker's buffer reaches the output writer untouched.
 //!
 //! The wire format is unchanged standard gRPC and protobuf: a payload is
 //! encoded as a second occurrence of its enclosing fields, which protobuf

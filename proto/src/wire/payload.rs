@@ -17,7 +17,7 @@ use crate::v1::worker_message::Kind;
 /// falls, so a payload of megabytes often spans frames. Joining them would
 /// copy every byte, and nothing downstream needs them joined: the
 /// coordinator forwards the pieces, the client writes them out in turn.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Payload {
     parts: Vec<Bytes>,
     len: usize,
@@ -54,6 +54,10 @@ impl Payload {
         }
     }
 
+    fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.parts.iter().flat_map(|part| part.iter()).copied()
+    }
+
     pub(super) fn into_parts(self) -> Vec<Bytes> {
         self.parts
     }
@@ -65,6 +69,15 @@ impl Payload {
         }
     }
 }
+
+/// Equal when the bytes are, however they were cut into pieces.
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.len == other.len && self.bytes().eq(other.bytes())
+    }
+}
+
+impl Eq for Payload {}
 
 impl From<Bytes> for Payload {
     fn from(bytes: Bytes) -> Payload {

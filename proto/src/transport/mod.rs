@@ -1,25 +1,21 @@
 //! How peers reach a coordinator: the connection settings every client
-//! and worker shares, and [`Connection`], which carries calls over TCP or
+//! and worker shares, and [`Connection`], which carries calls over TCP (a
+//! tonic [`Channel`], or farm's own client connection in `direct`) or
 //! straight to an in-process coordinator (the embedded cluster: no port,
 //! no kernel, the same gRPC messages).
 
+mod direct;
+
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::sync::OnceCell;
 
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
+
+use direct::Direct;
 
 /// HTTP/2 flow-control windows. The 64 KiB default would stall a stream
 /// of multi-megabyte result batches on window updates; a stream's window
@@ -107,9 +103,7 @@ impl Connection {
             service: BoxCloneSyncService::new(service),
         }
     }
-}
 
-impl Connection {
     /// A connection to the coordinator at `address` for a one-shot client
     /// (`farm submit`), made on first use and never remade. Unlike a
     /// [`Channel`] it accepts HTTP/2 frames of up to [`MAX_FRAME_BYTES`]
@@ -117,160 +111,10 @@ impl Connection {
     /// each chunk of values as one frame, which is read as it is instead
     /// of being joined from 16 KiB pieces.
     pub fn direct(address: &str) -> Result<Connection, BadAddress> {
-        let uri = endpoint(address)?.uri().clone();
-        let direct = Direct {
-            origin: uri,
-            sender: Arc::new(OnceCell::new()),
-        };
+        let origin = endpoint(address)?.uri().clone();
         // `Direct` already fails with a `BoxError`.
         Ok(Connection {
-            service: BoxCloneSyncService::new(direct),
-        })
-    }
-}
-
-/// See [`Connection::direct`].
-#[derive(Clone)]
-struct Direct {
-    origin: Uri,
-    sender: Arc<OnceCell<http2::SendRequest<Body>>>,
-}
-
-impl Direct {
-    async fn connect(origin: &Uri) -> Result<http2::SendRequest<Body>, BoxError> {
-        let host = origin.host().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = origin.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
-                )
-            })??;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_frame_size(MAX_FRAME_BYTES)
-            .keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(SettingsFirst::new(stream)))
-            .await?;
-        // A broken connection also fails the calls on it, which report it.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
-    }
-}
-
-/// A stream that fails at once unless the peer's first bytes are an
-/// HTTP/2 SETTINGS frame, as every HTTP/2 server's are. Without it, an
-/// HTTP/1 server's "HTTP/1.1 400" would read as the header of a 4.7 MB
-/// frame (a legal size under [`MAX_FRAME_BYTES`]) and the call would wait
-/// for the rest.
-struct SettingsFirst {
-    inner: TcpStream,
-    checked: bool,
-}
-
-/// The frame type of SETTINGS, the 4th byte of a frame header.
-const SETTINGS_FRAME_TYPE: u8 = 0x4;
-
-impl SettingsFirst {
-    fn new(inner: TcpStream) -> SettingsFirst {
-        SettingsFirst {
-            inner,
-            checked: false,
-        }
-    }
-}
-
-impl AsyncRead for SettingsFirst {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if !self.checked && matches!(polled, Poll::Ready(Ok(()))) {
-            let read = &buf.filled()[before..];
-            if let Some(&frame_type) = read.get(3) {
-                self.checked = true;
-                if frame_type != SETTINGS_FRAME_TYPE {
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "the peer does not speak HTTP/2: its first bytes are not a SETTINGS frame",
-                    )));
-                }
-            }
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for SettingsFirst {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl Service<http::Request<Body>> for Direct {
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let sender = this
-                .sender
-                .get_or_try_init(|| Direct::connect(&this.origin))
-                .await?;
-            let mut sender = sender.clone();
-            sender.ready().await?;
-            // HTTP/2 needs the scheme and authority as well as the path.
-            let (mut parts, body) = request.into_parts();
-            let mut uri = this.origin.clone().into_parts();
-            uri.path_and_query = parts.uri.path_and_query().cloned();
-            parts.uri = Uri::from_parts(uri)?;
-            let response = sender
-                .send_request(http::Request::from_parts(parts, body))
-                .await?;
-            Ok(response.map(Body::new))
+            service: BoxCloneSyncService::new(Direct::new(origin)),
         })
     }
 }
