@@ -164,6 +164,7 @@ fn sim_rate(
             n: chunks * LEAF_LEN,
             chunk_size: Some(LEAF_LEN),
             stream_values: false,
+            values_connection: false,
         };
         let started = Instant::now();
         let report = tokio::time::timeout(

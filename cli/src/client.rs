@@ -3,17 +3,18 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use farm_catalog::Summary;
 use farm_proto::error::{ErrorKind, describe, peer_is_not_grpc};
 use farm_proto::probe;
 use farm_proto::transport::Connection;
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
-use farm_proto::wire::{self, Encoded, FrameBody, Payload, method};
+use farm_proto::value_connection::Token;
+use farm_proto::wire::{self, Encoded, FrameBody, method};
 use farm_proto::{PROTOCOL_VERSION, v1};
 use tonic::Status;
+
+use crate::receive::ValueWriter;
 
 /// How long connecting and having the job accepted may take. (The TCP
 /// connect alone is bounded by the endpoint's shorter timeout; this also
@@ -34,6 +35,8 @@ pub struct JobRequest {
     pub chunk_size: Option<u64>,
     /// Stream the ordered values back.
     pub stream_values: bool,
+    /// Take them on a value connection, if the coordinator offers one.
+    pub values_connection: bool,
 }
 
 impl JobRequest {
@@ -45,6 +48,7 @@ impl JobRequest {
             n: self.n,
             chunk_size: self.chunk_size.unwrap_or(0),
             stream_values: self.stream_values,
+            values_connection: self.values_connection,
         }
     }
 }
@@ -137,14 +141,15 @@ impl ClientError {
     }
 }
 
-/// Runs `request` on the coordinator behind `connection`, sending each batch
-/// of ordered values (little-endian f64 bytes) to `values` as it comes.
-/// `address` names the coordinator in errors.
+/// Runs `request` on the coordinator behind `connection`, handing the
+/// ordered values (little-endian f64 bytes) to `values` as they come, or
+/// the value connection they come on. `address` names the coordinator in
+/// errors.
 pub async fn run_job(
     connection: Connection,
     address: &str,
     request: &JobRequest,
-    values: Option<&mpsc::Sender<Payload>>,
+    values: Option<&ValueWriter>,
 ) -> Result<JobReport, ClientError> {
     name_non_coordinator(
         follow_job(connection, address, request, values).await,
@@ -177,7 +182,7 @@ async fn follow_job(
     connection: Connection,
     address: &str,
     request: &JobRequest,
-    values: Option<&mpsc::Sender<Payload>>,
+    values: Option<&ValueWriter>,
 ) -> Result<JobReport, ClientError> {
     let submit = Encoded::message(&request.message())
         .map_err(|s| ClientError::from_status(&s, address, None))?;
@@ -192,6 +197,7 @@ async fn follow_job(
     let mut stream = opened(address, call).await?;
     let mut job_id = None;
     let mut next_offset = 0u64;
+    let mut value_connection = false;
     loop {
         let message = tokio::time::timeout(STREAM_SILENCE_TIMEOUT, stream.message_with_payload())
             .await
@@ -207,7 +213,21 @@ async fn follow_job(
             });
         };
         match event {
-            Event::Accepted(accepted) => job_id = Some(accepted.job_id),
+            Event::Accepted(accepted) => {
+                job_id = Some(accepted.job_id);
+                if !accepted.values_token.is_empty() {
+                    let (Ok(token), Some(values)) =
+                        (Token::try_from(&accepted.values_token[..]), values)
+                    else {
+                        return Err(ClientError::Protocol(
+                            "a value connection that was not asked for, or a malformed token"
+                                .into(),
+                        ));
+                    };
+                    values.open_connection(address, accepted.job_id, token);
+                    value_connection = true;
+                }
+            }
             Event::Progress(_) => {}
             Event::Values(batch) => {
                 if batch.offset != next_offset || payload.len() % 8 != 0 {
@@ -223,13 +243,14 @@ async fn follow_job(
                         "values that were not asked for".into(),
                     ));
                 };
-                values
-                    .send(payload)
-                    .await
-                    .map_err(|_| ClientError::Output("the output writer stopped".into()))?;
+                if !values.batch(payload).await {
+                    return Err(ClientError::Output("the output writer stopped".into()));
+                }
             }
             Event::Finished(finished) => {
-                return finished_report(job_id, finished, request, next_offset);
+                // Values on a value connection are counted by the writer.
+                let received = (!value_connection).then_some(next_offset);
+                return finished_report(job_id, finished, request, received);
             }
         }
     }
@@ -239,7 +260,7 @@ fn finished_report(
     job_id: Option<u64>,
     finished: v1::JobFinished,
     request: &JobRequest,
-    values_received: u64,
+    values_received: Option<u64>,
 ) -> Result<JobReport, ClientError> {
     let bad = |what: &str| ClientError::Protocol(what.to_owned());
     let summary: Summary = finished
@@ -253,9 +274,12 @@ fn finished_report(
             summary.n, request.n
         )));
     }
-    if request.stream_values && values_received != request.n {
+    if let Some(received) = values_received
+        && request.stream_values
+        && received != request.n
+    {
         return Err(bad(&format!(
-            "{values_received} values streamed for a job of {}",
+            "{received} values streamed for a job of {}",
             request.n
         )));
     }

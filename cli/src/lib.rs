@@ -4,6 +4,7 @@
 //! - [`args`]: the command-line interface.
 //! - [`submit`]: where a job runs and how its values reach the output.
 //! - [`client`]: the coordinator's client side.
+//! - [`receive`]: a job's values on their way to the output.
 //! - [`embedded`]: a coordinator and worker inside this process.
 //! - [`output`]: output files, and reading them back (`farm digest`).
 //! - [`number`]: counts as people write them (`1e9`, `1_000_000`).
@@ -14,5 +15,6 @@ pub mod client;
 pub mod embedded;
 pub mod number;
 pub mod output;
+pub mod receive;
 pub mod report;
 pub mod submit;

@@ -12,21 +12,16 @@ use std::time::{Duration, Instant};
 
 use farm_catalog::{Function, Reducer, Summary, evaluate};
 use farm_proto::transport;
-use farm_proto::wire::Payload;
-use tokio::sync::mpsc;
 
 use crate::client::{self, ClientError, JobReport, JobRequest};
 use crate::embedded::EmbeddedCluster;
-use crate::output::{self, OutputError, OutputSpec, Sink};
+use crate::output::{self, OutputError, OutputSpec};
+use crate::receive::ValueWriter;
 
 /// Jobs up to this many elements skip the cluster when none is named:
 /// computing 1 Mi square roots takes about a millisecond, less than
 /// starting a coordinator and a worker.
 pub const LOCAL_SHORTCUT_MAX: u64 = 1 << 20;
-
-/// Value batches (a chunk each, 8 MiB) waiting for the output writer:
-/// enough to keep it busy while the next one is decoded.
-const WRITE_QUEUE: usize = 2;
 
 /// Where a job ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +96,13 @@ impl Submission {
             n: self.n,
             chunk_size: self.chunk_size,
             stream_values: self.output.is_some(),
+            // Raw values are spliced from a value connection without being
+            // read; text is formatted anyway, and formatting overlaps the
+            // network best when the values come in the job's stream.
+            values_connection: self
+                .output
+                .as_ref()
+                .is_some_and(|spec| spec.format != output::Format::Text),
         }
     }
 }
@@ -172,12 +174,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
         .map(|spec| output::create(spec, submission.n).map(ValueWriter::start))
         .transpose()?;
     let request = submission.request();
-    let job = client::run_job(
-        connection,
-        &address,
-        &request,
-        writer.as_ref().map(|w| &w.queue),
-    );
+    let job = client::run_job(connection, &address, &request, writer.as_ref());
     let outcome = tokio::select! {
         outcome = job => outcome.map_err(SubmitError::from),
         () = farm_proto::process::shutdown_signal() => Err(SubmitError::Interrupted),
@@ -211,44 +208,5 @@ async fn finish_output(
         (Ok(report), Ok(())) => Ok(report),
         (_, Err(err)) => Err(err),
         (Err(err), Ok(())) => Err(err),
-    }
-}
-
-/// Writes value batches on a thread of its own, so disk or pipe writes
-/// never block the runtime.
-#[derive(Debug)]
-struct ValueWriter {
-    queue: mpsc::Sender<Payload>,
-    thread: std::thread::JoinHandle<Result<(), OutputError>>,
-}
-
-impl ValueWriter {
-    fn start(mut sink: Sink) -> ValueWriter {
-        let (queue, mut batches) = mpsc::channel::<Payload>(WRITE_QUEUE);
-        let thread = std::thread::spawn(move || {
-            while let Some(batch) = batches.blocking_recv() {
-                sink.write_pieces(batch.parts())?;
-            }
-            // Only a complete output is renamed into place; `finish`
-            // reports a short one.
-            sink.finish()
-        });
-        ValueWriter { queue, thread }
-    }
-
-    /// Closes the queue and waits for the thread. When the job did not
-    /// finish, the writer's complaint that the output is short is not
-    /// news, but its own failures (a full disk, a closed pipe) are.
-    async fn finish(self, job_finished: bool) -> Result<(), SubmitError> {
-        let ValueWriter { queue, thread } = self;
-        drop(queue);
-        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-        let Ok(Ok(written)) = joined else {
-            return Err(SubmitError::Local("the output writer crashed".to_owned()));
-        };
-        match written {
-            Err(OutputError::WrongCount { .. }) if !job_finished => Ok(()),
-            other => Ok(other?),
-        }
     }
 }

@@ -23,6 +23,9 @@ pub struct CoordinatorConfig {
     pub tick: Duration,
     /// How often a job's stream reports progress.
     pub progress_interval: Duration,
+    /// How long a job that offered its client a value connection waits
+    /// for it before sending the values in the job's stream instead.
+    pub value_connection_wait: Duration,
     pub limits: RequestLimits,
 }
 
@@ -40,6 +43,7 @@ impl Default for CoordinatorConfig {
             heartbeat_interval: Duration::from_secs(1),
             tick: Duration::from_millis(100),
             progress_interval: Duration::from_millis(500),
+            value_connection_wait: Duration::from_secs(5),
             limits: RequestLimits {
                 max_elements: DEFAULT_MAX_ELEMENTS,
                 max_streamed_elements: DEFAULT_MAX_STREAMED_ELEMENTS,

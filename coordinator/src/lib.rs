@@ -4,12 +4,14 @@
 //! - [`scheduler`]: the pure state machine (jobs, chunks, leases, merge).
 //! - [`service`]: the gRPC adapters around it.
 //! - [`config`] and [`validate`]: what may be configured and requested.
+//! - [`listener`]: the port, shared by gRPC and value connections.
 //!
 //! [`run_tcp`] serves on a TCP listener until `shutdown` resolves;
 //! [`in_process`] serves calls made from the same process (the embedded
 //! cluster), with no listener at all.
 
 pub mod config;
+mod listener;
 pub mod scheduler;
 pub mod service;
 pub mod validate;
@@ -28,11 +30,11 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tonic::transport::server::{Connected, TcpIncoming};
+use tonic::transport::server::Connected;
 
 pub use config::{ConfigError, CoordinatorConfig};
 use service::routes::Routed;
-use service::{Hub, JobsApi, WorkersApi};
+use service::{Hub, JobsApi, ValueOffers, WorkersApi};
 
 /// Why the coordinator stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -43,22 +45,25 @@ pub enum CoordinatorError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Serves on a bound TCP listener until `shutdown` resolves.
+/// Serves on a bound TCP listener until `shutdown` resolves, then ends
+/// every job stream and worker session and returns. The port serves gRPC
+/// and value connections (see [`service::ValueOffers`]).
 pub async fn run_tcp(
     config: CoordinatorConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CoordinatorError> {
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(KEEPALIVE_INTERVAL));
-    run(config, incoming, shutdown).await
+    config.validate()?;
+    let stop = CancellationToken::new();
+    let offers = Arc::new(ValueOffers::default());
+    let hub = Arc::new(Hub::new(config.clone(), stop.clone()).with_value_offers(offers.clone()));
+    let incoming = listener::sort_connections(listener, offers, hub.shutdown_token().clone());
+    serve(hub, stop, incoming, shutdown).await
 }
 
-/// Serves on `incoming` connections until `shutdown` resolves, then ends
-/// every job stream and worker session and returns.
-pub async fn run<I, IO, IE>(
-    config: CoordinatorConfig,
+async fn serve<I, IO, IE>(
+    hub: Arc<Hub>,
+    stop: CancellationToken,
     incoming: I,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CoordinatorError>
@@ -67,10 +72,7 @@ where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    config.validate()?;
-    let stop = CancellationToken::new();
-    let hub = Arc::new(Hub::new(config.clone(), stop.clone()));
-    let ticker = tokio::spawn(tick_periodically(hub.clone(), config.tick));
+    let ticker = tokio::spawn(tick_periodically(hub.clone(), hub.config().tick));
 
     let jobs = Routed(JobsApi::new(hub.clone()));
     let workers = Routed(WorkersApi::new(hub.clone()));

@@ -150,6 +150,7 @@ mod tests {
             n: 1000,
             chunk_size: 0,
             stream_values: false,
+            values_connection: false,
         }
     }
 

@@ -1,14 +1,16 @@
 //! The farm wire contract: the code generated from `farm/v1/farm.proto`,
 //! the protocol version, conversions between wire and catalog types, and
 //! the one mapping of errors to gRPC status codes ([`error`]), how peers
-//! reach each other ([`transport`]), and the hand-made framing that moves
-//! bulk values without copying them ([`wire`]).
+//! reach each other ([`transport`]), the hand-made framing that moves
+//! bulk values without copying them ([`wire`]), and the handshake of a
+//! job's value connection ([`value_connection`]).
 
 pub mod convert;
 pub mod error;
 pub mod probe;
 pub mod process;
 pub mod transport;
+pub mod value_connection;
 pub mod wire;
 
 /// Generated messages and services of package `farm.v1`.

@@ -12,13 +12,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use farm_cli::client::{self, ClientError, JobReport, JobRequest};
+use farm_cli::output::{self, Destination, OutputSpec};
+use farm_cli::receive::ValueWriter;
 use farm_coordinator::CoordinatorConfig;
 use farm_proto::transport;
 use farm_proto::transport::Connection;
 use farm_proto::v1;
-use farm_proto::wire::Payload;
 use farm_worker::{WorkerConfig, WorkerError};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -194,28 +194,32 @@ impl TestCluster {
     }
 }
 
-/// Runs a job through `connection`, collecting any streamed values.
+/// Runs a job through `connection`, collecting any streamed values: the
+/// client's own writer writes them to a `.bin` file (from the job's
+/// stream, or spliced from a value connection), which is read back.
 pub async fn run_on(
     connection: Connection,
     address: &str,
     request: &JobRequest,
 ) -> Result<JobRun, ClientError> {
-    let (tx, mut rx) = mpsc::channel::<Payload>(8);
-    let collector = tokio::spawn(async move {
-        let mut values = Vec::new();
-        while let Some(batch) = rx.recv().await {
-            for piece in batch.parts() {
-                values.extend_from_slice(piece);
-            }
-        }
-        values
-    });
-    let sender = request.stream_values.then_some(&tx);
-    let report = client::run_job(connection, address, request, sender).await;
-    drop(tx);
-    let values = collector.await.expect("collector task");
-    Ok(JobRun {
-        report: report?,
-        values,
-    })
+    if !request.stream_values {
+        let report = client::run_job(connection, address, request, None).await?;
+        return Ok(JobRun {
+            report,
+            values: Vec::new(),
+        });
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("values.bin");
+    let spec = OutputSpec::new(Destination::File(path.clone()), None).expect("a .bin spec");
+    let sink = output::create(&spec, request.n).expect("create the output file");
+    let writer = ValueWriter::start(sink);
+    let report = client::run_job(connection, address, request, Some(&writer)).await;
+    let written = writer.finish(report.is_ok()).await;
+    let report = report?;
+    if let Err(error) = written {
+        return Err(ClientError::Output(error.to_string()));
+    }
+    let values = std::fs::read(&path).expect("read the values back");
+    Ok(JobRun { report, values })
 }

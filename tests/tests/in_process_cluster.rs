@@ -18,6 +18,7 @@ fn request(start: u64, n: u64, chunk_size: Option<u64>, stream_values: bool) -> 
         n,
         chunk_size,
         stream_values,
+        values_connection: stream_values,
     }
 }
 
@@ -51,6 +52,19 @@ async fn every_output_equals_the_serial_reference() {
             streamed.report.summary.bit_identical(&expected),
             "start={start} n={n}: {:?} != {expected:?}",
             streamed.report.summary
+        );
+
+        let in_stream = JobRequest {
+            values_connection: false,
+            ..request(start, n, chunk_size, true)
+        };
+        let in_stream = cluster
+            .run(&in_stream)
+            .await
+            .unwrap_or_else(|e| panic!("start={start} n={n}, values in the stream: {e}"));
+        assert!(
+            in_stream.values == expected_bytes,
+            "start={start} n={n} chunk={chunk_size:?}: values in the stream differ from the serial reference"
         );
 
         let summary_only = cluster
@@ -166,6 +180,7 @@ async fn the_coordinator_revalidates_every_field() {
         n: 10,
         chunk_size: 0,
         stream_values: false,
+        values_connection: false,
     };
     let cases: Vec<(v1::SubmitJobRequest, Code, &str)> = vec![
         (

@@ -45,7 +45,7 @@ use std::str::FromStr;
 use farm_catalog::ReducerError;
 
 pub use read::{summarize_file, summarize_stdin};
-pub use sink::{Sink, create};
+pub use sink::{Sink, SpliceSource, create};
 
 /// The extensions [`Format::from_path`] knows, for error messages.
 const SUPPORTED: &str = ".npy, .bin, .csv, .txt";
@@ -200,6 +200,9 @@ pub enum OutputError {
         expected: u64,
         got: u64,
     },
+    /// The value connection broke or went silent while values were due.
+    #[error("the connection carrying the values failed: {error}")]
+    ValueConnection { error: io::Error },
     #[error("{} is not a float64 .npy file farm can read: {reason}", path.display())]
     Npy { path: PathBuf, reason: String },
     #[error("{} is {len} bytes, not a whole number of 8-byte f64 values", path.display())]

@@ -10,7 +10,11 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+mod from_socket;
+
 use super::{Destination, Format, OutputError, OutputSpec, npy, text};
+
+pub use from_socket::SpliceSource;
 
 /// Write buffer size: large enough that text output, written a line at a
 /// time, reaches the OS in big writes. Raw batches at least this large

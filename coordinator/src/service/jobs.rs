@@ -5,20 +5,28 @@
 //! When the client reads slowly the task waits on that queue, released
 //! values pile up in the job's window, and the scheduler stops leasing
 //! ahead. When the client goes away the job is cancelled.
+//!
+//! The values go in the job's stream, or on the client's value connection
+//! when it asked for one ([`super::values`]); the stream then carries only
+//! the acceptance, progress and the outcome.
 
 use std::sync::Arc;
 
 use farm_proto::error::{ErrorKind, ServiceError, to_status};
 use farm_proto::v1;
 use farm_proto::v1::submit_job_response::Event;
+use farm_proto::value_connection::Token;
 use farm_proto::wire::{Encoded, FrameBody, FrameSender, server};
-use tokio::sync::Notify;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 use tonic::Status;
 use tonic::body::Body;
 use tracing::Instrument;
 
+use super::values::ValueWriter;
 use super::{Hub, status};
-use crate::scheduler::{JobId, JobOutcome, JobPoll, SubmitError};
+use crate::scheduler::{JobId, JobOutcome, JobPoll, SubmitError, ValuesBatch};
 use crate::validate;
 
 /// Messages queued for a client. Each can be a whole chunk of values, so
@@ -83,18 +91,37 @@ impl JobsApi {
             job
         };
         tracing::info!(%job, function = %spec.function, start = spec.start, n = spec.n, stream = spec.stream_values, "job accepted");
+        let offer = (spec.stream_values && request.values_connection)
+            .then(|| self.offer_value_connection(job))
+            .flatten();
 
         let (events, body) = FrameBody::response(JOB_STREAM_QUEUE);
         let hub = self.hub.clone();
         let span = tracing::info_span!("job", %job);
         tokio::spawn(
             async move {
-                stream_job(&hub, job, &waker, &events).await;
+                stream_job(&hub, job, &waker, &events, offer).await;
                 hub.lock().job_wakers.remove(&job);
+                if let Some(offers) = hub.value_offers() {
+                    offers.withdraw(job);
+                }
             }
             .instrument(span),
         );
         Ok(body)
+    }
+
+    /// A value connection for `job`'s client, if this coordinator can take
+    /// one; otherwise the values go in the job's stream.
+    fn offer_value_connection(&self, job: JobId) -> Option<Offer> {
+        let offers = self.hub.value_offers()?;
+        match offers.offer(job) {
+            Ok((token, arrival)) => Some(Offer { token, arrival }),
+            Err(error) => {
+                tracing::warn!(%error, "the values go in the job's stream");
+                None
+            }
+        }
     }
 
     /// `GetClusterStatus`.
@@ -118,10 +145,95 @@ impl JobsApi {
     }
 }
 
+/// A value connection offered to a job's client.
+#[derive(Debug)]
+struct Offer {
+    token: Token,
+    arrival: oneshot::Receiver<TcpStream>,
+}
+
+/// Where a job's values go.
+#[derive(Debug)]
+enum ValueRoute {
+    /// A value connection was offered; until `deadline` the values wait
+    /// for it.
+    Offered {
+        arrival: oneshot::Receiver<TcpStream>,
+        deadline: Instant,
+    },
+    Connection(ValueWriter),
+    /// In the job's stream.
+    Stream,
+}
+
+impl ValueRoute {
+    /// Sends one released batch; false if the client is gone or stalled.
+    async fn send(&mut self, hub: &Hub, events: &FrameSender, batch: ValuesBatch) -> bool {
+        if let ValueRoute::Offered { arrival, deadline } = self {
+            let settled = tokio::select! {
+                // A connection that arrived just in time is taken.
+                biased;
+                arrived = arrival => match arrived {
+                    Ok(stream) => ValueRoute::Connection(ValueWriter::start(stream)),
+                    Err(_) => ValueRoute::Stream,
+                },
+                () = tokio::time::sleep_until(*deadline) => {
+                    tracing::info!(
+                        wait = ?hub.config().value_connection_wait,
+                        "the client opened no value connection; its values go in the job's stream"
+                    );
+                    ValueRoute::Stream
+                }
+                () = events.closed() => return false,
+                () = hub.shutdown_token().cancelled() => return false,
+            };
+            *self = settled;
+        }
+        match self {
+            ValueRoute::Connection(writer) => {
+                writer.send(batch.values_le, CLIENT_STALL_TIMEOUT).await
+            }
+            // The worker's buffer goes on as it came: no copy.
+            ValueRoute::Stream | ValueRoute::Offered { .. } => {
+                let encoded = Encoded::values_batch(batch.offset, batch.values_le);
+                send_encoded(hub, events, encoded).await
+            }
+        }
+    }
+
+    /// Waits until the values sent are with the client (on a value
+    /// connection: written and the connection closed).
+    async fn finish(self) -> Result<(), String> {
+        match self {
+            ValueRoute::Connection(writer) => writer.finish(CLIENT_STALL_TIMEOUT).await,
+            ValueRoute::Offered { .. } | ValueRoute::Stream => Ok(()),
+        }
+    }
+}
+
 /// Forwards one job's events to its client until the job ends or the
 /// client leaves.
-async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &FrameSender) {
-    let accepted = Event::Accepted(v1::JobAccepted { job_id: job.0 });
+async fn stream_job(
+    hub: &Hub,
+    job: JobId,
+    waker: &Notify,
+    events: &FrameSender,
+    offer: Option<Offer>,
+) {
+    let (values_token, mut route) = match offer {
+        Some(Offer { token, arrival }) => (
+            bytes::Bytes::copy_from_slice(&token),
+            ValueRoute::Offered {
+                arrival,
+                deadline: Instant::now() + hub.config().value_connection_wait,
+            },
+        ),
+        None => (bytes::Bytes::new(), ValueRoute::Stream),
+    };
+    let accepted = Event::Accepted(v1::JobAccepted {
+        job_id: job.0,
+        values_token,
+    });
     if !send(hub, events, accepted).await {
         hub.with_scheduler(|s, now| s.cancel(job, now));
         return;
@@ -142,16 +254,21 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &FrameSender)
         } = poll;
         let sent_values = !values.is_empty();
         for batch in values {
-            // The worker's buffer goes on as it came: no copy.
-            let encoded = Encoded::values_batch(batch.offset, batch.values_le);
-            if !send_encoded(hub, events, encoded).await {
+            if !route.send(hub, events, batch).await {
                 tracing::info!("client left or stopped reading; cancelling the job");
                 hub.with_scheduler(|s, now| s.cancel(job, now));
+                if matches!(route, ValueRoute::Connection(_)) {
+                    let message = format!(
+                        "job {job} was cancelled: its value connection closed, or its client read no values for {} s",
+                        CLIENT_STALL_TIMEOUT.as_secs()
+                    );
+                    send_error(events, Status::cancelled(message)).await;
+                }
                 return;
             }
         }
         if let Some(outcome) = outcome {
-            finish(hub, events, job, outcome).await;
+            finish(hub, events, job, outcome, route).await;
             return;
         }
         if sent_values {
@@ -184,9 +301,25 @@ async fn stream_job(hub: &Hub, job: JobId, waker: &Notify, events: &FrameSender)
     }
 }
 
-async fn finish(hub: &Hub, events: &FrameSender, job: JobId, outcome: JobOutcome) {
+async fn finish(
+    hub: &Hub,
+    events: &FrameSender,
+    job: JobId,
+    outcome: JobOutcome,
+    route: ValueRoute,
+) {
     match outcome {
         JobOutcome::Finished(result) => {
+            // The client hears that the job finished only once it has all
+            // of its values.
+            if let Err(reason) = route.finish().await {
+                tracing::warn!(%reason, "job finished, but its values did not reach the client");
+                let message = format!(
+                    "job {job} finished, but its values did not reach the client: {reason}"
+                );
+                send_error(events, Status::unavailable(message)).await;
+                return;
+            }
             tracing::info!(chunks = result.chunks, workers = result.workers, elapsed = ?result.elapsed, "job finished");
             let finished = Event::Finished(v1::JobFinished {
                 summary: Some(result.summary.into()),

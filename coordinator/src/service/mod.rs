@@ -10,6 +10,7 @@
 mod jobs;
 pub mod routes;
 mod status;
+mod values;
 mod workers;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 pub use jobs::JobsApi;
+pub use values::ValueOffers;
 pub use workers::WorkersApi;
 
 use crate::config::CoordinatorConfig;
@@ -72,6 +74,8 @@ pub struct Hub {
     config: CoordinatorConfig,
     /// Cancelled when the coordinator shuts down.
     shutdown: CancellationToken,
+    /// Value connections, when clients can open them (a TCP listener).
+    value_offers: Option<Arc<ValueOffers>>,
 }
 
 impl Hub {
@@ -84,7 +88,19 @@ impl Hub {
             }),
             config,
             shutdown,
+            value_offers: None,
         }
+    }
+
+    /// Lets jobs offer their clients value connections through `offers`.
+    #[must_use]
+    pub fn with_value_offers(mut self, offers: Arc<ValueOffers>) -> Hub {
+        self.value_offers = Some(offers);
+        self
+    }
+
+    pub(crate) fn value_offers(&self) -> Option<&ValueOffers> {
+        self.value_offers.as_deref()
     }
 
     pub fn config(&self) -> &CoordinatorConfig {

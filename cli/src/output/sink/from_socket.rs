@@ -1,0 +1,353 @@
+//! [`Sink::copy_from`]: the rest of a job's values straight from its
+//! value connection.
+//!
+//! On Linux raw output (`.bin`, `.npy`) is spliced: the kernel moves the
+//! received pages into stdout's pipe, or through a pipe of our own into
+//! the file, and farm never reads the values at all. Elsewhere, and for
+//! text, they are read into a buffer and written as any batch.
+
+use std::io::{self, Read, Write};
+
+use super::{Format, OutputError, Sink};
+
+/// The read buffer for raw values, and the most one splice call moves.
+const STEP_BYTES: usize = 1 << 20;
+
+/// The read buffer for text: a chunk's worth, as batches from the job's
+/// stream are.
+const TEXT_BATCH_BYTES: usize = 8 << 20;
+
+impl Sink {
+    /// Writes the values still due (all `n` less those written) as they
+    /// arrive on `source`, which must carry nothing else. A source that
+    /// ends early leaves the sink short, which `finish` reports.
+    pub fn copy_from<S: Read + SpliceSource>(&mut self, source: &mut S) -> Result<(), OutputError> {
+        let due = (self.expected - self.written) * 8;
+        let copied = match self.format {
+            Format::Bin | Format::Npy => {
+                self.out.flush().map_err(|error| self.write_error(error))?;
+                self.copy_raw(source, due)
+            }
+            Format::Text => self.copy_by_reading(source, due),
+        };
+        match copied {
+            Ok(()) => Ok(()),
+            Err(Failed::Output(error)) => Err(self.write_error(error)),
+            Err(Failed::Source(error)) => Err(OutputError::ValueConnection { error }),
+        }
+    }
+
+    fn copy_raw<S: Read + SpliceSource>(&mut self, source: &mut S, due: u64) -> Result<(), Failed> {
+        #[cfg(target_os = "linux")]
+        if let (Some(from), super::Target::File(file)) = (source.splice_fd(), self.out.get_ref()) {
+            use std::os::fd::AsRawFd;
+            let copied = splice::copy(from, file.as_raw_fd(), due);
+            self.written += copied.bytes / 8;
+            return copied.result;
+        }
+        self.copy_by_reading(source, due)
+    }
+
+    /// Reads into a buffer and writes it once full: text is formatted on
+    /// every core only in batches of several MiB (see `text`).
+    fn copy_by_reading(&mut self, source: &mut impl Read, due: u64) -> Result<(), Failed> {
+        let size = match self.format {
+            Format::Text => TEXT_BATCH_BYTES,
+            Format::Bin | Format::Npy => STEP_BYTES,
+        };
+        let mut buffer = vec![0u8; size];
+        let mut left = due;
+        while left > 0 {
+            let want = usize::try_from(left).map_or(size, |left| left.min(size));
+            let filled = fill(source, &mut buffer[..want]).map_err(Failed::Source)?;
+            if filled == 0 {
+                break;
+            }
+            left -= filled as u64;
+            // A source that ended inside a value leaves the sink short,
+            // which `finish` reports.
+            let whole = filled / 8 * 8;
+            self.write_pieces(&[&buffer[..whole]])
+                .map_err(|error| match error {
+                    OutputError::Write { error, .. } => Failed::Output(error),
+                    OutputError::BrokenPipe => Failed::Output(io::ErrorKind::BrokenPipe.into()),
+                    other => Failed::Output(io::Error::other(other.to_string())),
+                })?;
+            if filled < want {
+                break;
+            }
+        }
+        self.out.flush().map_err(Failed::Output)
+    }
+}
+
+/// Reads until `buffer` is full or `source` ends; the bytes read.
+fn fill(source: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match source.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// Which side of a copy failed.
+#[derive(Debug)]
+enum Failed {
+    Source(io::Error),
+    Output(io::Error),
+}
+
+/// A source the kernel can splice from: its descriptor, where there is one.
+pub trait SpliceSource {
+    #[cfg(target_os = "linux")]
+    fn splice_fd(&self) -> Option<std::os::fd::RawFd>;
+}
+
+impl SpliceSource for std::net::TcpStream {
+    #[cfg(target_os = "linux")]
+    fn splice_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.as_raw_fd())
+    }
+}
+
+impl SpliceSource for &[u8] {
+    #[cfg(target_os = "linux")]
+    fn splice_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod splice {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    use super::{Failed, STEP_BYTES};
+
+    /// What a copy moved before it ended or failed.
+    pub(super) struct Copied {
+        pub bytes: u64,
+        pub result: Result<(), Failed>,
+    }
+
+    /// Moves up to `due` bytes from the socket `from` to `to` (a pipe, or
+    /// a file through a pipe of our own); stops early at the end of
+    /// `from`.
+    pub(super) fn copy(from: RawFd, to: RawFd, due: u64) -> Copied {
+        let mut copied = Copied {
+            bytes: 0,
+            result: Ok(()),
+        };
+        if is_pipe(to) {
+            copied.result = pump(from, to, due, &mut copied.bytes, |_| Ok(()));
+            return copied;
+        }
+        let (read_end, write_end) = match pipe() {
+            Ok(ends) => ends,
+            Err(error) => {
+                copied.result = Err(Failed::Output(error));
+                return copied;
+            }
+        };
+        let (read_end, write_end) = (read_end.as_raw_fd(), write_end.as_raw_fd());
+        copied.result = pump(from, write_end, due, &mut copied.bytes, |moved| {
+            // Empty our pipe into the file before taking more.
+            let mut left = moved;
+            while left > 0 {
+                left -= splice_once(read_end, to, left).map_err(Failed::Output)?;
+            }
+            Ok(())
+        });
+        copied
+    }
+
+    /// Splices from `from` into the pipe `into` until `due` bytes or the
+    /// end, calling `drain` with each step's bytes.
+    fn pump(
+        from: RawFd,
+        into: RawFd,
+        due: u64,
+        bytes: &mut u64,
+        mut drain: impl FnMut(usize) -> Result<(), Failed>,
+    ) -> Result<(), Failed> {
+        while *bytes < due {
+            let step = usize::try_from(due - *bytes)
+                .unwrap_or(STEP_BYTES)
+                .min(STEP_BYTES);
+            let moved = match splice_once(from, into, step) {
+                Ok(0) => return Ok(()),
+                Ok(moved) => moved,
+                // Which end failed: a closed pipe is the output's; the
+                // rest (reset, timed out) are the connection's.
+                Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                    return Err(Failed::Output(error));
+                }
+                Err(error) => return Err(Failed::Source(error)),
+            };
+            drain(moved)?;
+            *bytes += moved as u64;
+        }
+        Ok(())
+    }
+
+    fn splice_once(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+        loop {
+            // SAFETY: both are open descriptors owned by the caller for
+            // the call; null offsets use and advance their positions.
+            let moved = unsafe {
+                libc::splice(
+                    from,
+                    std::ptr::null_mut(),
+                    to,
+                    std::ptr::null_mut(),
+                    len,
+                    libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+                )
+            };
+            if moved >= 0 {
+                return Ok(moved.unsigned_abs());
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
+
+    fn is_pipe(fd: RawFd) -> bool {
+        // SAFETY: fstat writes only into the stat buffer we pass.
+        unsafe {
+            let mut stat: libc::stat = std::mem::zeroed();
+            libc::fstat(fd, &raw mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFIFO
+        }
+    }
+
+    /// A pipe, widened to one step where the system allows.
+    fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+        let mut ends = [0 as RawFd; 2];
+        // SAFETY: pipe2 writes two descriptors into `ends`, which we then
+        // own.
+        let (read_end, write_end) = unsafe {
+            if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1]))
+        };
+        // Best effort: a narrower pipe only means smaller steps.
+        // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
+        unsafe {
+            libc::fcntl(
+                write_end.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                STEP_BYTES as libc::c_int,
+            );
+        }
+        Ok((read_end, write_end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::net::{TcpListener, TcpStream};
+    use std::path::Path;
+
+    use super::super::{Destination, Format, OutputSpec, create};
+    use super::*;
+
+    fn values_le(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| (i as f64).sqrt().to_le_bytes())
+            .collect()
+    }
+
+    fn spec(path: &Path, format: Format) -> OutputSpec {
+        OutputSpec::new(Destination::File(path.to_path_buf()), Some(format)).unwrap()
+    }
+
+    /// A connected pair on loopback whose far end sends `bytes` and closes.
+    fn socket_sending(bytes: Vec<u8>) -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut far, _) = listener.accept().unwrap();
+            // Small writes, so values are cut across reads and splices.
+            for piece in bytes.chunks(4093) {
+                far.write_all(piece).unwrap();
+            }
+        });
+        TcpStream::connect(address).unwrap()
+    }
+
+    /// The bytes of a file written by `create` and fed whole batches.
+    fn written_as_batches(path: &Path, format: Format, batch: &[u8]) -> Vec<u8> {
+        let mut sink = create(&spec(path, format), (batch.len() / 8) as u64).unwrap();
+        sink.write_batch(batch).unwrap();
+        sink.finish().unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn every_format_from_a_socket_equals_the_same_values_written_as_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 300_001;
+        let values = values_le(n);
+        for format in [Format::Bin, Format::Npy, Format::Text] {
+            let expected = written_as_batches(&dir.path().join("batches"), format, &values);
+            let path = dir.path().join("socket");
+            let mut sink = create(&spec(&path, format), n as u64).unwrap();
+            // Some values first from the job's stream, the rest from the
+            // connection, as when a job's values switch routes.
+            sink.write_batch(&values[..8 * 1000]).unwrap();
+            sink.copy_from(&mut socket_sending(values[8 * 1000..].to_vec()))
+                .unwrap();
+            sink.finish().unwrap();
+            assert!(std::fs::read(&path).unwrap() == expected, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn a_connection_that_ends_early_leaves_the_output_short() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [Format::Bin, Format::Text] {
+            let path = dir.path().join("short");
+            let mut sink = create(&spec(&path, format), 1000).unwrap();
+            let mut cut = values_le(1000);
+            cut.truncate(8 * 600 + 3);
+            sink.copy_from(&mut socket_sending(cut)).unwrap();
+            let error = sink.finish().unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    OutputError::WrongCount {
+                        expected: 1000,
+                        got: 600,
+                        ..
+                    }
+                ),
+                "{format:?}: {error}"
+            );
+            assert!(
+                !path.exists(),
+                "{format:?}: a short output was renamed into place"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plain_reader_is_copied_by_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reader.bin");
+        let values = values_le(5000);
+        let mut sink = create(&spec(&path, Format::Bin), 5000).unwrap();
+        sink.copy_from(&mut values.as_slice()).unwrap();
+        sink.finish().unwrap();
+        assert!(std::fs::read(&path).unwrap() == values);
+    }
+}

@@ -1,0 +1,179 @@
+//! Receiving a job's values: [`ValueWriter`] writes them to the output on
+//! a thread of its own, whether they come in the job's stream (batches
+//! from [`crate::client`]) or on a value connection of their own, which it
+//! opens when the coordinator offers one (see
+//! [`farm_proto::value_connection`]).
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use farm_proto::probe;
+use farm_proto::transport::CONNECT_TIMEOUT;
+use farm_proto::value_connection::{ACCEPTED, Hello, Token};
+use farm_proto::wire::Payload;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::output::{OutputError, Sink};
+use crate::submit::SubmitError;
+
+/// Value batches (a chunk each, 8 MiB) waiting for the output writer:
+/// enough to keep it busy while the next one is decoded.
+const WRITE_QUEUE: usize = 2;
+
+/// How long a value connection may be silent once values flow on it. The
+/// job's stream tells a dead coordinator sooner (the writer is stopped
+/// then); this bounds a connection that hangs after the job finished.
+const VALUE_SILENCE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What reaches the writer thread.
+#[derive(Debug)]
+enum Incoming {
+    /// The next values, from the job's stream.
+    Batch(Payload),
+    /// A value connection, its hello sent: if the coordinator accepts it,
+    /// it carries all the values still due.
+    Connection(TcpStream),
+}
+
+/// Writes a job's values to its output on a thread of its own, so disk or
+/// pipe writes never block the runtime.
+#[derive(Debug)]
+pub struct ValueWriter {
+    queue: mpsc::Sender<Incoming>,
+    thread: std::thread::JoinHandle<Result<(), OutputError>>,
+    /// Opening the value connection, if one was offered.
+    opening: Mutex<Option<AbortOnDropHandle<()>>>,
+    /// The value connection being read, so it can be shut when the job
+    /// fails: that ends the thread's blocking read.
+    connection: Arc<Mutex<Option<TcpStream>>>,
+}
+
+impl ValueWriter {
+    pub fn start(mut sink: Sink) -> ValueWriter {
+        let (queue, mut incoming) = mpsc::channel::<Incoming>(WRITE_QUEUE);
+        let thread = std::thread::spawn(move || {
+            while let Some(next) = incoming.blocking_recv() {
+                match next {
+                    Incoming::Batch(batch) => sink.write_pieces(batch.parts())?,
+                    Incoming::Connection(mut connection) => {
+                        if accepted(&mut connection) {
+                            sink.copy_from(&mut connection)?;
+                        }
+                    }
+                }
+            }
+            // Only a complete output is renamed into place; `finish`
+            // reports a short one.
+            sink.finish()
+        });
+        ValueWriter {
+            queue,
+            thread,
+            opening: Mutex::new(None),
+            connection: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Queues the next values from the job's stream; false if the writer
+    /// stopped (its error comes from [`finish`](ValueWriter::finish)).
+    pub async fn batch(&self, batch: Payload) -> bool {
+        self.queue.send(Incoming::Batch(batch)).await.is_ok()
+    }
+
+    /// Opens the value connection the coordinator at `address` offered
+    /// for `job_id`, in the background. If it cannot be opened, the
+    /// coordinator sends the values in the job's stream instead.
+    pub fn open_connection(&self, address: &str, job_id: u64, token: Token) {
+        let queue = self.queue.clone();
+        let connection = self.connection.clone();
+        let address = probe::host_port(address).to_owned();
+        let opening = tokio::spawn(async move {
+            match open(&address, Hello { job_id, token }).await {
+                Ok(stream) => {
+                    if let Ok(shutter) = stream.try_clone() {
+                        *lock(&connection) = Some(shutter);
+                    }
+                    let _ = queue.send(Incoming::Connection(stream)).await;
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "cannot open a value connection to {address}; the values will come in the job's stream"
+                ),
+            }
+        });
+        *lock(&self.opening) = Some(AbortOnDropHandle::new(opening));
+    }
+
+    /// Waits for the writer to write everything it was given. When the
+    /// job did not finish, the value connection is shut first, and the
+    /// writer's complaint that the output is short is not news, but its
+    /// own failures (a full disk, a closed pipe) are.
+    pub async fn finish(self, job_finished: bool) -> Result<(), SubmitError> {
+        let ValueWriter {
+            queue,
+            thread,
+            opening,
+            connection,
+        } = self;
+        if !job_finished {
+            drop(lock(&opening).take());
+            if let Some(connection) = lock(&connection).take() {
+                let _ = connection.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        drop(queue);
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        let Ok(Ok(written)) = joined else {
+            return Err(SubmitError::Local("the output writer crashed".to_owned()));
+        };
+        match written {
+            Err(OutputError::WrongCount { .. } | OutputError::ValueConnection { .. })
+                if !job_finished =>
+            {
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Connects to `address` and sends `hello`; the stream comes back
+/// blocking, for the writer thread.
+async fn open(address: &str, hello: Hello) -> std::io::Result<TcpStream> {
+    let connect = tokio::net::TcpStream::connect(address);
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    stream.set_nodelay(true)?;
+    let hello = hello.encode();
+    tokio::time::timeout(CONNECT_TIMEOUT, stream.write_all(&hello))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Whether the coordinator accepted the connection. It answers only when
+/// the job's first values are ready, which may take as long as computing
+/// a chunk, so this waits without a timeout of its own: a job that fails
+/// meanwhile has its connection shut ([`ValueWriter::finish`]), and one
+/// that finishes was accepted. Once values flow, silence is bounded.
+fn accepted(connection: &mut TcpStream) -> bool {
+    let mut answer = [0u8; 1];
+    let answered = connection.read_exact(&mut answer).is_ok() && answer[0] == ACCEPTED;
+    answered
+        && connection
+            .set_read_timeout(Some(VALUE_SILENCE_TIMEOUT))
+            .is_ok()
+}
