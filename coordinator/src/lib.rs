@@ -61,6 +61,8 @@ pub async fn run_tcp(
     serve(hub, stop, incoming, shutdown).await
 }
 
+/// Serves the gRPC services on the HTTP/2 connections of `incoming` until
+/// `shutdown` resolves; `stop` is cancelled as shutdown begins.
 async fn serve<I, IO, IE>(
     hub: Arc<Hub>,
     stop: CancellationToken,
