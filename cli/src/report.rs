@@ -196,6 +196,7 @@ pub fn print_cluster(
                 "leases_granted": counters.leases_granted,
                 "leases_expired": counters.leases_expired,
                 "leases_returned": counters.leases_returned,
+                "leases_undelivered": counters.leases_undelivered,
                 "results_accepted": counters.results_accepted,
                 "results_rejected_stale": counters.results_rejected_stale,
                 "chunk_failures": counters.chunk_failures,
@@ -243,12 +244,13 @@ pub fn print_cluster(
     }
     writeln!(
         out,
-        "\n{} worker(s), {} running job(s)\nleases: {} granted, {} expired, {} returned; results: {} accepted, {} rejected as stale; {} chunk failures, {} retries; backups: {} granted, {} won\njobs: {} submitted, {} finished, {} failed, {} cancelled",
+        "\n{} worker(s), {} running job(s)\nleases: {} granted, {} expired, {} returned, {} undelivered; results: {} accepted, {} rejected as stale; {} chunk failures, {} retries; backups: {} granted, {} won\njobs: {} submitted, {} finished, {} failed, {} cancelled",
         status.workers.len(),
         status.running_jobs,
         counters.leases_granted,
         counters.leases_expired,
         counters.leases_returned,
+        counters.leases_undelivered,
         counters.results_accepted,
         counters.results_rejected_stale,
         counters.chunk_failures,

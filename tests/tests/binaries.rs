@@ -309,6 +309,17 @@ fn farm_status_describes_a_job_and_refuses_an_unknown_one() {
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("state     finished"), "{text}");
 
+    // The cluster's counters, undelivered leases among them: none here.
+    let cluster = json(&farm(&["workers", "--coordinator", &address, "--json"]));
+    assert_eq!(cluster["counters"]["leases_granted"].as_u64(), Some(16));
+    assert_eq!(cluster["counters"]["leases_undelivered"].as_u64(), Some(0));
+    let text = farm(&["workers", "--coordinator", &address]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("leases: 16 granted, 0 expired, 0 returned, 0 undelivered;"),
+        "{text}"
+    );
+
     let unknown = farm(&["status", "999", "--coordinator", &address]);
     assert_eq!(unknown.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&unknown.stderr);

@@ -57,6 +57,7 @@ fn counters(c: Counters) -> v1::Counters {
         jobs_cancelled: c.jobs_cancelled,
         backups_granted: c.backups_granted,
         backups_won: c.backups_won,
+        leases_undelivered: c.leases_undelivered,
     }
 }
 

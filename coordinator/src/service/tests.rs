@@ -83,6 +83,8 @@ fn a_worker_slow_to_read_is_paused_then_resumed_without_losing_tries() {
     hub.with_scheduler(|s, now| s.pull(worker, 2, now));
     hub.tick();
     assert_eq!(hub.lock().scheduler.counters().leases_undelivered, 1);
+    let reported = super::status::cluster(&hub).counters.unwrap_or_default();
+    assert_eq!(reported.leases_undelivered, 1, "farm workers shows it");
     assert!(!closed.is_cancelled());
 
     // The worker reads its queue; the next tick resumes its grants, with
