@@ -20,16 +20,35 @@ use tonic::Streaming;
 /// Long enough for any step of these tests on a loaded machine.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn config(value_connection_wait: Duration) -> CoordinatorConfig {
-    CoordinatorConfig {
+/// A cluster of two workers whose jobs wait `value_connection_wait` for
+/// their client's value connection.
+async fn cluster_waiting(value_connection_wait: Duration) -> TestCluster {
+    let config = CoordinatorConfig {
         value_connection_wait,
         ..CoordinatorConfig::default()
+    };
+    TestCluster::builder()
+        .workers(2)
+        .config(config)
+        .start()
+        .await
+}
+
+fn job(start: u64, n: u64, stream_values: bool) -> JobRequest {
+    JobRequest {
+        function: "sqrt".into(),
+        start,
+        n,
+        chunk_size: None,
+        stream_values,
+        values_connection: stream_values,
     }
 }
 
 /// Submits a streaming job asking for a value connection, with the
-/// generated (tonic) client; returns the stream, the job id and the token.
-async fn submit(cluster: &TestCluster, n: u64) -> (Streaming<v1::SubmitJobResponse>, u64, Vec<u8>) {
+/// generated (tonic) client; returns the stream and the hello that claims
+/// the job's connection (its id and 16-byte token).
+async fn submit(cluster: &TestCluster, n: u64) -> (Streaming<v1::SubmitJobResponse>, Hello) {
     let mut client = JobServiceClient::new(cluster.channel());
     let request = v1::SubmitJobRequest {
         protocol_version: PROTOCOL_VERSION,
@@ -52,7 +71,14 @@ async fn submit(cluster: &TestCluster, n: u64) -> (Streaming<v1::SubmitJobRespon
     else {
         panic!("the stream did not open with `accepted`: {first:?}");
     };
-    (stream, accepted.job_id, accepted.values_token.to_vec())
+    let token: Token = (&accepted.values_token[..])
+        .try_into()
+        .expect("a value connection offered, with a 16-byte token");
+    let hello = Hello {
+        job_id: accepted.job_id,
+        token,
+    };
+    (stream, hello)
 }
 
 async fn open(cluster: &TestCluster, hello: Hello) -> TcpStream {
@@ -64,6 +90,25 @@ async fn open(cluster: &TestCluster, hello: Hello) -> TcpStream {
         .await
         .expect("send the hello");
     stream
+}
+
+/// Everything a connection sends until it closes.
+async fn read_all(connection: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut received = Vec::new();
+    tokio::time::timeout(STEP_TIMEOUT, connection.read_to_end(&mut received))
+        .await
+        .expect("the connection ends in time")?;
+    Ok(received)
+}
+
+/// The coordinator closes a refused value connection without a word.
+async fn assert_refused(cluster: &TestCluster, hello: Hello) {
+    let answer = read_all(&mut open(cluster, hello).await).await;
+    assert!(
+        matches!(&answer, Ok(bytes) if bytes.is_empty()),
+        "job {}: {answer:?}",
+        hello.job_id
+    );
 }
 
 /// Reads to the end of the stream: `(values, Finished or an error)`.
@@ -91,29 +136,32 @@ async fn rest_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_come_on_the_connection_the_token_claims() {
-    let cluster = TestCluster::builder()
-        .workers(2)
-        .config(config(STEP_TIMEOUT * 3))
-        .start()
-        .await;
+    let cluster = cluster_waiting(STEP_TIMEOUT * 3).await;
     let n = 3_000_001;
-    let (mut stream, job_id, token) = submit(&cluster, n).await;
-    let token: Token = token.as_slice().try_into().expect("a 16-byte token");
+    let (mut stream, hello) = submit(&cluster, n).await;
+    let Hello { job_id, token } = hello;
 
-    // A wrong token, and a right token for another job, are refused: the
-    // coordinator closes the connection without a word.
-    for (job, token) in [(job_id, [0u8; 16]), (job_id + 1, token)] {
-        let mut refused = open(&cluster, Hello { job_id: job, token }).await;
-        let mut answer = Vec::new();
-        let read = tokio::time::timeout(STEP_TIMEOUT, refused.read_to_end(&mut answer)).await;
-        assert!(matches!(read, Ok(Ok(0))), "job {job}: {read:?} {answer:?}");
-    }
+    // A wrong token, and a right token for another job, are refused.
+    assert_refused(
+        &cluster,
+        Hello {
+            job_id,
+            token: [0u8; 16],
+        },
+    )
+    .await;
+    assert_refused(
+        &cluster,
+        Hello {
+            job_id: job_id + 1,
+            token,
+        },
+    )
+    .await;
 
-    let mut connection = open(&cluster, Hello { job_id, token }).await;
-    let mut received = Vec::new();
-    tokio::time::timeout(STEP_TIMEOUT, connection.read_to_end(&mut received))
+    let mut connection = open(&cluster, hello).await;
+    let received = read_all(&mut connection)
         .await
-        .expect("the values arrive")
         .expect("read the value connection");
     assert_eq!(received.first(), Some(&ACCEPTED));
     assert!(
@@ -126,23 +174,16 @@ async fn values_come_on_the_connection_the_token_claims() {
     outcome.expect("the job finished");
 
     // The token was used up.
-    let mut again = open(&cluster, Hello { job_id, token }).await;
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(STEP_TIMEOUT, again.read_to_end(&mut answer)).await;
-    assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    assert_refused(&cluster, Hello { job_id, token }).await;
     cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_connection_the_values_come_in_the_stream() {
-    let cluster = TestCluster::builder()
-        .workers(2)
-        .config(config(Duration::from_millis(200)))
-        .start()
-        .await;
+    let cluster = cluster_waiting(Duration::from_millis(200)).await;
     let n = 2_000_003;
-    let (mut stream, _, token) = submit(&cluster, n).await;
-    assert_eq!(token.len(), 16, "a value connection was offered");
+    // `submit` checks that a value connection was offered.
+    let (mut stream, _) = submit(&cluster, n).await;
     let (values, outcome) = rest_of(&mut stream).await;
     outcome.expect("the job finished");
     assert!(values == reference::bytes(Function::Sqrt, 0, n));
@@ -151,14 +192,10 @@ async fn without_a_connection_the_values_come_in_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_connection_closed_early_cancels_the_job_with_a_reason() {
-    let cluster = TestCluster::builder()
-        .workers(2)
-        .config(config(STEP_TIMEOUT * 3))
-        .start()
-        .await;
-    let (mut stream, job_id, token) = submit(&cluster, 2_000_000_000).await;
-    let token: Token = token.as_slice().try_into().expect("a 16-byte token");
-    let mut connection = open(&cluster, Hello { job_id, token }).await;
+    let cluster = cluster_waiting(STEP_TIMEOUT * 3).await;
+    let (mut stream, hello) = submit(&cluster, 2_000_000_000).await;
+    let job_id = hello.job_id;
+    let mut connection = open(&cluster, hello).await;
     let mut first = [0u8; 4096];
     tokio::time::timeout(STEP_TIMEOUT, connection.read_exact(&mut first))
         .await
@@ -176,14 +213,7 @@ async fn a_value_connection_closed_early_cancels_the_job_with_a_reason() {
         status.message()
     );
     let run = cluster
-        .run(&JobRequest {
-            function: "sqrt".into(),
-            start: 0,
-            n: 1000,
-            chunk_size: None,
-            stream_values: false,
-            values_connection: false,
-        })
+        .run(&job(0, 1000, false))
         .await
         .expect("the cluster keeps serving");
     assert_eq!(run.report.summary.n, 1000);
@@ -195,21 +225,9 @@ async fn a_value_connection_closed_early_cancels_the_job_with_a_reason() {
 /// fell back to the stream would fail here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_takes_its_values_on_a_value_connection() {
-    let cluster = TestCluster::builder()
-        .workers(2)
-        .config(config(STEP_TIMEOUT * 3))
-        .start()
-        .await;
+    let cluster = cluster_waiting(STEP_TIMEOUT * 3).await;
     for (start, n) in [(0, 1), (7, 4_000_037), (1 << 40, 1_048_576)] {
-        let request = JobRequest {
-            function: "sqrt".into(),
-            start,
-            n,
-            chunk_size: None,
-            stream_values: true,
-            values_connection: true,
-        };
-        let run = tokio::time::timeout(STEP_TIMEOUT, cluster.run(&request))
+        let run = tokio::time::timeout(STEP_TIMEOUT, cluster.run(&job(start, n, true)))
             .await
             .unwrap_or_else(|_| panic!("start={start} n={n}: no values within {STEP_TIMEOUT:?}"))
             .unwrap_or_else(|e| panic!("start={start} n={n}: {e}"));
@@ -241,25 +259,19 @@ async fn strangers_on_the_port_do_not_disturb_it() {
             .expect("connect");
         stranger.write_all(greeting).await.expect("write");
         stranger.shutdown().await.expect("end the greeting");
-        let mut answer = Vec::new();
-        let read = tokio::time::timeout(STEP_TIMEOUT, stranger.read_to_end(&mut answer)).await;
         // Closed, or reset for the bytes it left unread: turned away.
-        match read {
-            Ok(Ok(_)) => assert_ne!(answer.first(), Some(&ACCEPTED), "{greeting:?} was accepted"),
-            Ok(Err(error)) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset),
-            Err(_) => panic!("{greeting:?} was left hanging"),
+        match read_all(&mut stranger).await {
+            Ok(answer) => assert_ne!(answer.first(), Some(&ACCEPTED), "{greeting:?} was accepted"),
+            Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset),
         }
     }
     let silent = TcpStream::connect(cluster.address())
         .await
         .expect("connect");
-    let (mut stream, job_id, token) = submit(&cluster, 1000).await;
-    let token: Token = token.as_slice().try_into().expect("a 16-byte token");
-    let mut connection = open(&cluster, Hello { job_id, token }).await;
-    let mut received = Vec::new();
-    tokio::time::timeout(STEP_TIMEOUT, connection.read_to_end(&mut received))
+    let (mut stream, hello) = submit(&cluster, 1000).await;
+    let mut connection = open(&cluster, hello).await;
+    let received = read_all(&mut connection)
         .await
-        .expect("the values arrive")
         .expect("read the value connection");
     assert_eq!(received.len(), 1 + 8000);
     rest_of(&mut stream).await.1.expect("the job finished");

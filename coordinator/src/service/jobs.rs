@@ -169,36 +169,47 @@ enum ValueRoute {
 impl ValueRoute {
     /// Sends one released batch; false if the client is gone or stalled.
     async fn send(&mut self, hub: &Hub, events: &FrameSender, batch: ValuesBatch) -> bool {
-        if let ValueRoute::Offered { arrival, deadline } = self {
-            let settled = tokio::select! {
-                // A connection that arrived just in time is taken.
-                biased;
-                arrived = arrival => match arrived {
-                    Ok(stream) => ValueRoute::Connection(ValueWriter::start(stream)),
-                    Err(_) => ValueRoute::Stream,
-                },
-                () = tokio::time::sleep_until(*deadline) => {
-                    tracing::info!(
-                        wait = ?hub.config().value_connection_wait,
-                        "the client opened no value connection; its values go in the job's stream"
-                    );
-                    ValueRoute::Stream
-                }
-                () = events.closed() => return false,
-                () = hub.shutdown_token().cancelled() => return false,
-            };
-            *self = settled;
+        if !self.settle(hub, events).await {
+            return false;
         }
         match self {
             ValueRoute::Connection(writer) => {
                 writer.send(batch.values_le, CLIENT_STALL_TIMEOUT).await
             }
-            // The worker's buffer goes on as it came: no copy.
+            // The worker's buffer goes on as it came: no copy. (An offer
+            // is settled by now.)
             ValueRoute::Stream | ValueRoute::Offered { .. } => {
                 let encoded = Encoded::values_batch(batch.offset, batch.values_le);
                 send_encoded(hub, events, encoded).await
             }
         }
+    }
+
+    /// Decides an offered route when the first values are ready: the
+    /// client's connection if it came, otherwise (once the wait is over)
+    /// the stream. False if the client left meanwhile.
+    async fn settle(&mut self, hub: &Hub, events: &FrameSender) -> bool {
+        let ValueRoute::Offered { arrival, deadline } = self else {
+            return true;
+        };
+        *self = tokio::select! {
+            // A connection that arrived just in time is taken.
+            biased;
+            arrived = arrival => match arrived {
+                Ok(stream) => ValueRoute::Connection(ValueWriter::start(stream)),
+                Err(_) => ValueRoute::Stream,
+            },
+            () = tokio::time::sleep_until(*deadline) => {
+                tracing::info!(
+                    wait = ?hub.config().value_connection_wait,
+                    "the client opened no value connection; its values go in the job's stream"
+                );
+                ValueRoute::Stream
+            }
+            () = events.closed() => return false,
+            () = hub.shutdown_token().cancelled() => return false,
+        };
+        true
     }
 
     /// Waits until the values sent are with the client (on a value

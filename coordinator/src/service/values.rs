@@ -16,6 +16,7 @@
 //! the job sends them in its stream as before.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -65,15 +66,13 @@ impl ValueOffers {
     /// the offer still stands; otherwise gives it back.
     pub fn claim(&self, hello: &Hello, stream: TcpStream) -> Result<(), TcpStream> {
         let mut offers = self.lock();
-        let job = JobId(hello.job_id);
-        match offers.get(&job) {
-            Some(offer) if tokens_match(&offer.token, &hello.token) => {}
-            _ => return Err(stream),
-        }
-        let Some(offer) = offers.remove(&job) else {
+        let Entry::Occupied(offer) = offers.entry(JobId(hello.job_id)) else {
             return Err(stream);
         };
-        offer.deliver.send(stream)
+        if !tokens_match(&offer.get().token, &hello.token) {
+            return Err(stream);
+        }
+        offer.remove().deliver.send(stream)
     }
 
     /// Ends `job`'s offer, claimed or not.

@@ -6,8 +6,9 @@
 //! the file, and farm never reads the values at all. Elsewhere, and for
 //! text, they are read into a buffer and written as any batch.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 
+use super::super::read::fill;
 use super::{Format, OutputError, Sink};
 
 /// The read buffer for raw values, and the most one splice call moves.
@@ -23,34 +24,36 @@ impl Sink {
     /// ends early leaves the sink short, which `finish` reports.
     pub fn copy_from<S: Read + SpliceSource>(&mut self, source: &mut S) -> Result<(), OutputError> {
         let due = (self.expected - self.written) * 8;
-        let copied = match self.format {
+        match self.format {
             Format::Bin | Format::Npy => {
                 self.out.flush().map_err(|error| self.write_error(error))?;
                 self.copy_raw(source, due)
             }
             Format::Text => self.copy_by_reading(source, due),
-        };
-        match copied {
-            Ok(()) => Ok(()),
-            Err(Failed::Output(error)) => Err(self.write_error(error)),
-            Err(Failed::Source(error)) => Err(OutputError::ValueConnection { error }),
         }
     }
 
-    fn copy_raw<S: Read + SpliceSource>(&mut self, source: &mut S, due: u64) -> Result<(), Failed> {
+    fn copy_raw<S: Read + SpliceSource>(
+        &mut self,
+        source: &mut S,
+        due: u64,
+    ) -> Result<(), OutputError> {
         #[cfg(target_os = "linux")]
         if let (Some(from), super::Target::File(file)) = (source.splice_fd(), self.out.get_ref()) {
             use std::os::fd::AsRawFd;
             let copied = splice::copy(from, file.as_raw_fd(), due);
             self.written += copied.bytes / 8;
-            return copied.result;
+            return copied.result.map_err(|failed| match failed {
+                splice::Failed::Output(error) => self.write_error(error),
+                splice::Failed::Source(error) => OutputError::ValueConnection { error },
+            });
         }
         self.copy_by_reading(source, due)
     }
 
     /// Reads into a buffer and writes it once full: text is formatted on
     /// every core only in batches of several MiB (see `text`).
-    fn copy_by_reading(&mut self, source: &mut impl Read, due: u64) -> Result<(), Failed> {
+    fn copy_by_reading(&mut self, source: &mut impl Read, due: u64) -> Result<(), OutputError> {
         let size = match self.format {
             Format::Text => TEXT_BATCH_BYTES,
             Format::Bin | Format::Npy => STEP_BYTES,
@@ -59,47 +62,18 @@ impl Sink {
         let mut left = due;
         while left > 0 {
             let want = usize::try_from(left).map_or(size, |left| left.min(size));
-            let filled = fill(source, &mut buffer[..want]).map_err(Failed::Source)?;
-            if filled == 0 {
-                break;
-            }
+            let filled = fill(source, &mut buffer[..want])
+                .map_err(|error| OutputError::ValueConnection { error })?;
             left -= filled as u64;
             // A source that ended inside a value leaves the sink short,
             // which `finish` reports.
-            let whole = filled / 8 * 8;
-            self.write_pieces(&[&buffer[..whole]])
-                .map_err(|error| match error {
-                    OutputError::Write { error, .. } => Failed::Output(error),
-                    OutputError::BrokenPipe => Failed::Output(io::ErrorKind::BrokenPipe.into()),
-                    other => Failed::Output(io::Error::other(other.to_string())),
-                })?;
+            self.write_pieces(&[&buffer[..filled / 8 * 8]])?;
             if filled < want {
                 break;
             }
         }
-        self.out.flush().map_err(Failed::Output)
+        self.out.flush().map_err(|error| self.write_error(error))
     }
-}
-
-/// Reads until `buffer` is full or `source` ends; the bytes read.
-fn fill(source: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match source.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(read) => filled += read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(filled)
-}
-
-/// Which side of a copy failed.
-#[derive(Debug)]
-enum Failed {
-    Source(io::Error),
-    Output(io::Error),
 }
 
 /// A source the kernel can splice from: its descriptor, where there is one.
@@ -128,7 +102,14 @@ mod splice {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-    use super::{Failed, STEP_BYTES};
+    use super::STEP_BYTES;
+
+    /// Which side of a copy failed.
+    #[derive(Debug)]
+    pub(super) enum Failed {
+        Source(io::Error),
+        Output(io::Error),
+    }
 
     /// What a copy moved before it ended or failed.
     pub(super) struct Copied {
