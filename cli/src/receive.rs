@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use farm_proto::probe;
 use farm_proto::transport::CONNECT_TIMEOUT;
-use farm_proto::value_connection::{ACCEPTED, Hello, Token};
+use farm_proto::value_connection::{ACCEPTED, Hello, Purpose, Token};
 use farm_proto::wire::Payload;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -92,7 +92,12 @@ impl ValueWriter {
         let connection = self.connection.clone();
         let address = probe::host_port(address).to_owned();
         let opening = tokio::spawn(async move {
-            match open(&address, Hello { job_id, token }).await {
+            let hello = Hello {
+                purpose: Purpose::JobValues,
+                id: job_id,
+                token,
+            };
+            match open(&address, hello).await {
                 Ok(stream) => {
                     if let Ok(shutter) = stream.try_clone() {
                         *lock(&connection) = Some(shutter);

@@ -3,8 +3,10 @@
 //!
 //! - [`scheduler`]: the pure state machine (jobs, chunks, leases, merge).
 //! - [`service`]: the gRPC adapters around it.
+//! - [`values`]: how raw values travel through: value connections to
+//!   clients, results connections from workers, values held in pipes.
 //! - [`config`] and [`validate`]: what may be configured and requested.
-//! - [`listener`]: the port, shared by gRPC and value connections.
+//! - [`listener`]: the port, shared by gRPC and those connections.
 //!
 //! [`run_tcp`] serves on a TCP listener until `shutdown` resolves;
 //! [`in_process`] serves calls made from the same process (the embedded
@@ -15,6 +17,7 @@ mod listener;
 pub mod scheduler;
 pub mod service;
 pub mod validate;
+pub mod values;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,7 +37,8 @@ use tonic::transport::server::Connected;
 
 pub use config::{ConfigError, CoordinatorConfig};
 use service::routes::Routed;
-use service::{Hub, JobsApi, ValueOffers, WorkersApi};
+use service::{Hub, JobsApi, WorkersApi};
+use values::ValueOffers;
 
 /// Why the coordinator stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +50,8 @@ pub enum CoordinatorError {
 }
 
 /// Serves on a bound TCP listener until `shutdown` resolves, then ends
-/// every job stream and worker session and returns. The port serves gRPC
-/// and value connections (see [`service::ValueOffers`]).
+/// every job stream and worker session and returns. The port serves gRPC,
+/// value and results connections (see [`values::ValueOffers`]).
 pub async fn run_tcp(
     config: CoordinatorConfig,
     listener: TcpListener,

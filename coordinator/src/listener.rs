@@ -1,7 +1,8 @@
 //! The coordinator's port: every accepted connection is either HTTP/2 (the
-//! gRPC services) or a job's value connection, told apart by its first
-//! bytes. HTTP/2 connections go on to the gRPC server; value connections
-//! to the job that offered them ([`ValueOffers`]).
+//! gRPC services), a job's value connection or a worker's results
+//! connection, told apart by its first bytes. HTTP/2 connections go on to
+//! the gRPC server; the others to the job or worker session that offered
+//! them ([`ValueOffers`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::ValueOffers;
+use crate::values::ValueOffers;
 
 /// How long a new connection may take to send its first bytes. Every
 /// HTTP/2 client speaks first (its connection preface), at once.
@@ -31,7 +32,7 @@ const HTTP2_QUEUE: usize = 64;
 const MAX_SORTING: usize = 1024;
 
 /// Accepts on `listener` until `stop`; yields the HTTP/2 connections and
-/// hands value connections to `offers`.
+/// hands value and results connections to `offers`.
 pub fn sort_connections(
     listener: TcpListener,
     offers: Arc<ValueOffers>,
@@ -94,8 +95,9 @@ async fn sort(
             };
             if offers.claim(&hello, stream).is_err() {
                 tracing::info!(
-                    job = hello.job_id,
-                    "refused a value connection: no such offer, or a wrong token"
+                    purpose = ?hello.purpose,
+                    id = hello.id,
+                    "refused a connection: no such offer, or a wrong token"
                 );
             }
         }

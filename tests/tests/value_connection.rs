@@ -9,7 +9,7 @@ use farm_cli::client::JobRequest;
 use farm_coordinator::CoordinatorConfig;
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
-use farm_proto::value_connection::{ACCEPTED, Hello, Token};
+use farm_proto::value_connection::{ACCEPTED, Hello, Purpose, Token};
 use farm_proto::{PROTOCOL_VERSION, v1};
 use farm_tests::cluster::TestCluster;
 use farm_tests::reference;
@@ -75,7 +75,8 @@ async fn submit(cluster: &TestCluster, n: u64) -> (Streaming<v1::SubmitJobRespon
         .try_into()
         .expect("a value connection offered, with a 16-byte token");
     let hello = Hello {
-        job_id: accepted.job_id,
+        purpose: Purpose::JobValues,
+        id: accepted.job_id,
         token,
     };
     (stream, hello)
@@ -106,8 +107,9 @@ async fn assert_refused(cluster: &TestCluster, hello: Hello) {
     let answer = read_all(&mut open(cluster, hello).await).await;
     assert!(
         matches!(&answer, Ok(bytes) if bytes.is_empty()),
-        "job {}: {answer:?}",
-        hello.job_id
+        "{:?} {}: {answer:?}",
+        hello.purpose,
+        hello.id
     );
 }
 
@@ -139,22 +141,30 @@ async fn values_come_on_the_connection_the_token_claims() {
     let cluster = cluster_waiting(STEP_TIMEOUT * 3).await;
     let n = 3_000_001;
     let (mut stream, hello) = submit(&cluster, n).await;
-    let Hello { job_id, token } = hello;
 
-    // A wrong token, and a right token for another job, are refused.
+    // A wrong token, a right token for another job, and a right token
+    // for another purpose are refused.
     assert_refused(
         &cluster,
         Hello {
-            job_id,
             token: [0u8; 16],
+            ..hello
         },
     )
     .await;
     assert_refused(
         &cluster,
         Hello {
-            job_id: job_id + 1,
-            token,
+            id: hello.id + 1,
+            ..hello
+        },
+    )
+    .await;
+    assert_refused(
+        &cluster,
+        Hello {
+            purpose: Purpose::ChunkResults,
+            ..hello
         },
     )
     .await;
@@ -174,7 +184,7 @@ async fn values_come_on_the_connection_the_token_claims() {
     outcome.expect("the job finished");
 
     // The token was used up.
-    assert_refused(&cluster, Hello { job_id, token }).await;
+    assert_refused(&cluster, hello).await;
     cluster.shutdown().await;
 }
 
@@ -194,7 +204,7 @@ async fn without_a_connection_the_values_come_in_the_stream() {
 async fn a_value_connection_closed_early_cancels_the_job_with_a_reason() {
     let cluster = cluster_waiting(STEP_TIMEOUT * 3).await;
     let (mut stream, hello) = submit(&cluster, 2_000_000_000).await;
-    let job_id = hello.job_id;
+    let job_id = hello.id;
     let mut connection = open(&cluster, hello).await;
     let mut first = [0u8; 4096];
     tokio::time::timeout(STEP_TIMEOUT, connection.read_exact(&mut first))

@@ -15,6 +15,7 @@ pub mod buffers;
 pub mod compute;
 pub mod config;
 pub mod faults;
+mod results_connection;
 mod session;
 
 use std::sync::Arc;

@@ -30,6 +30,7 @@ use crate::buffers;
 use crate::compute::{ComputePool, catch_panic};
 use crate::config::WorkerConfig;
 use crate::faults::Faults;
+use crate::results_connection::ResultsConnection;
 
 /// Messages queued for the coordinator: results wait here while the
 /// network is busy, and the loop waits when it is full.
@@ -137,10 +138,12 @@ pub(crate) async fn run(
         threads = pool.threads(),
         "connected"
     );
+    let results = open_results_connection(config, &welcome).await;
     let session = Session {
         config,
         pool,
         outbox,
+        results,
         queue: VecDeque::new(),
         running: None,
         running_tokens: Vec::new(),
@@ -150,6 +153,31 @@ pub(crate) async fn run(
         draining: false,
     };
     Ok(session.serve(inbound, &welcome, drain).await)
+}
+
+/// The results connection the welcome offered, if it did and it opens;
+/// otherwise every result goes in the session.
+async fn open_results_connection(
+    config: &WorkerConfig,
+    welcome: &v1::Welcome,
+) -> Option<ResultsConnection> {
+    if welcome.results_token.is_empty() {
+        return None;
+    }
+    let Ok(token) = welcome.results_token.as_ref().try_into() else {
+        tracing::warn!(
+            len = welcome.results_token.len(),
+            "ignoring a results token of the wrong length; results go in the session"
+        );
+        return None;
+    };
+    match ResultsConnection::open(&config.coordinator, welcome.worker_id, token).await {
+        Ok(connection) => Some(connection),
+        Err(error) => {
+            tracing::warn!(%error, "cannot open a results connection; results go in the session");
+            None
+        }
+    }
 }
 
 /// Like [`classify`]; when the call merely broke, asks the peer whether
@@ -187,6 +215,8 @@ struct Session<'a> {
     config: &'a WorkerConfig,
     pool: &'a Arc<ComputePool>,
     outbox: FrameSender,
+    /// Where results with values go, if the coordinator offered it.
+    results: Option<ResultsConnection>,
     queue: VecDeque<v1::ChunkLease>,
     running: Option<Computing>,
     /// Tokens of the batch on the pool.
@@ -212,6 +242,12 @@ impl Session<'_> {
         let mut heartbeat = tokio::time::interval(heartbeat_every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drain_deadline: Option<Instant> = None;
+        // Never cancelled when there is no results connection.
+        let results_ended = self
+            .results
+            .as_ref()
+            .map(ResultsConnection::ended)
+            .unwrap_or_default();
         if !drain.is_cancelled() {
             let slots = self.top_up();
             if slots > 0 {
@@ -247,6 +283,13 @@ impl Session<'_> {
                     self.report(answers, &revoked).await;
                 }
                 _ = heartbeat.tick() => self.send(Outgoing::Heartbeat(v1::Heartbeat {})).await,
+                () = results_ended.cancelled() => {
+                    let reason = match self.results.take() {
+                        Some(results) => results.why_ended().await,
+                        None => "the results connection ended".to_owned(),
+                    };
+                    return SessionEnd::Lost(reason);
+                }
                 () = drain.cancelled(), if !self.draining => {
                     drain_deadline = Some(Instant::now() + self.config.drain_grace);
                     self.begin_drain().await;
@@ -421,8 +464,16 @@ impl Session<'_> {
         let (alone, mut results): (Vec<_>, Vec<_>) = results
             .into_iter()
             .partition(|r| r.values_le.len() >= SEND_ALONE_BYTES);
-        for result in alone {
-            self.send(Outgoing::Result(result)).await;
+        for mut result in alone {
+            match &self.results {
+                Some(connection) => {
+                    let values = std::mem::take(&mut result.values_le);
+                    // A broken connection ends the session (see `serve`),
+                    // and the result's lease goes to another worker.
+                    let _ = connection.send(result, values).await;
+                }
+                None => self.send(Outgoing::Result(result)).await,
+            }
         }
         let pull = self.top_up();
         if results.is_empty() {
@@ -464,6 +515,13 @@ impl Session<'_> {
     /// Ends our side of the session and waits for the coordinator to close
     /// its side, which it does only after reading everything we sent.
     async fn close(self, mut inbound: MessageReader<Body>) -> SessionEnd {
+        // Results first: the coordinator takes the session's end to mean
+        // that everything was sent.
+        if let Some(results) = self.results
+            && let Err(error) = results.close(CLOSE_TIMEOUT).await
+        {
+            tracing::warn!(%error, "results may be lost: the results connection did not close cleanly");
+        }
         drop(self.outbox);
         let closed =
             async { while let Ok(Some(_)) = inbound.message::<v1::CoordinatorMessage>().await {} };

@@ -18,8 +18,8 @@
 
 use std::time::Instant;
 
+use crate::values::ChunkValues;
 use farm_catalog::ChunkSummary;
-use farm_proto::wire::Payload;
 
 use super::WorkerId;
 
@@ -54,7 +54,7 @@ pub(crate) enum ChunkState {
     /// Computed, waiting for the chunks before it to be released.
     Done {
         summary: ChunkSummary,
-        values: Option<Payload>,
+        values: Option<ChunkValues>,
     },
 }
 
@@ -161,7 +161,7 @@ impl Chunk {
         &mut self,
         attempt: u32,
         summary: ChunkSummary,
-        values: Option<Payload>,
+        values: Option<ChunkValues>,
     ) -> (Option<LiveLease>, Vec<LiveLease>) {
         let previous = std::mem::replace(&mut self.state, ChunkState::Done { summary, values });
         let ChunkState::Running { live } = previous else {

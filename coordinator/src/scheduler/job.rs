@@ -10,10 +10,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+use crate::values::ChunkValues;
 use farm_catalog::grid::leaf_count;
 use farm_catalog::summary::DIGEST_LEN;
 use farm_catalog::{ChunkSummary, Reducer, Summary};
-use farm_proto::wire::Payload;
 
 use super::chunk::{Chunk, ChunkState, LiveLease};
 use super::policy::{Sizing, next_chunk_len};
@@ -68,12 +68,12 @@ pub(crate) struct Accepted {
 }
 
 /// Released, ordered values for the client.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct ValuesBatch {
     /// Job index of the first value.
     pub offset: u64,
     /// Little-endian f64 bytes.
-    pub values_le: Payload,
+    pub values_le: ChunkValues,
 }
 
 /// How a job ended.
@@ -267,7 +267,7 @@ impl Job {
         &mut self,
         token: LeaseToken,
         summary: ChunkSummary,
-        values: Option<Payload>,
+        values: Option<ChunkValues>,
         worker: WorkerId,
         now: Instant,
     ) -> Accepted {

@@ -24,8 +24,8 @@ use std::fmt;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
+use crate::values::ChunkValues;
 use farm_catalog::{ChunkSummary, Function};
-use farm_proto::wire::Payload;
 
 use job::{Job, Work};
 pub use job::{JobFailure, JobOutcome, JobResult, ValuesBatch};
@@ -100,10 +100,10 @@ pub struct Lease {
 }
 
 /// A worker's result for one lease.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ChunkReport {
     pub summary: ChunkSummary,
-    pub values: Option<Payload>,
+    pub values: Option<ChunkValues>,
     /// Wall time the worker spent computing the chunk (zero if unknown).
     pub compute: Duration,
 }
@@ -663,7 +663,7 @@ impl Scheduler {
             let message = format!(
                 "worker {worker} sent a malformed result for {len} elements ({} leaf sums, {} value bytes)",
                 report.summary.leaf_sums.len(),
-                report.values.as_ref().map_or(0, Payload::len)
+                report.values.as_ref().map_or(0, ChunkValues::len)
             );
             self.fail_attempt(worker, token, message, true, now);
             return Err(Rejection::Malformed);

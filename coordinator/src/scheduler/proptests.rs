@@ -147,10 +147,20 @@ impl Harness {
     }
 
     fn report(&mut self, lease: &Lease) -> ChunkReport {
-        self.reports
+        let report = self
+            .reports
             .entry((lease.offset, lease.len))
-            .or_insert_with(|| report_for(lease))
-            .clone()
+            .or_insert_with(|| report_for(lease));
+        ChunkReport {
+            summary: report.summary.clone(),
+            values: report
+                .values
+                .as_ref()
+                .and_then(ChunkValues::memory)
+                .cloned()
+                .map(ChunkValues::from),
+            compute: report.compute,
+        }
     }
 
     fn apply(&mut self, op: Op) {
@@ -202,7 +212,8 @@ impl Harness {
                 self.values.len() as u64,
                 "values out of order"
             );
-            self.values.extend_from_slice(&batch.values_le.joined());
+            let values = batch.values_le.memory().expect("values in memory");
+            self.values.extend_from_slice(&values.joined());
         }
         self.outcome = poll.outcome;
     }

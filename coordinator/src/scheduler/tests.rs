@@ -33,7 +33,7 @@ pub(super) fn report_for(lease: &Lease) -> ChunkReport {
         summary: out.summary,
         values: out
             .values
-            .map(|v| Payload::from(Bytes::copy_from_slice(&le_bytes(&v)))),
+            .map(|v| Payload::from(Bytes::copy_from_slice(&le_bytes(&v))).into()),
         // As if every worker computed 1e9 elements per second.
         compute: Duration::from_nanos(lease.len),
     }

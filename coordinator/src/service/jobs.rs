@@ -15,7 +15,7 @@ use std::sync::Arc;
 use farm_proto::error::{ErrorKind, ServiceError, to_status};
 use farm_proto::v1;
 use farm_proto::v1::submit_job_response::Event;
-use farm_proto::value_connection::Token;
+use farm_proto::value_connection::{Purpose, Token};
 use farm_proto::wire::{Encoded, FrameBody, FrameSender, server};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
@@ -24,10 +24,10 @@ use tonic::Status;
 use tonic::body::Body;
 use tracing::Instrument;
 
-use super::values::ValueWriter;
 use super::{Hub, status};
 use crate::scheduler::{JobId, JobOutcome, JobPoll, SubmitError, ValuesBatch};
 use crate::validate;
+use crate::values::ValueWriter;
 
 /// Messages queued for a client. Each can be a whole chunk of values, so
 /// keep it short: the scheduler's window is where results wait.
@@ -103,7 +103,7 @@ impl JobsApi {
                 stream_job(&hub, job, &waker, &events, offer).await;
                 hub.lock().job_wakers.remove(&job);
                 if let Some(offers) = hub.value_offers() {
-                    offers.withdraw(job);
+                    offers.withdraw(Purpose::JobValues, job.0);
                 }
             }
             .instrument(span),
@@ -115,7 +115,7 @@ impl JobsApi {
     /// one; otherwise the values go in the job's stream.
     fn offer_value_connection(&self, job: JobId) -> Option<Offer> {
         let offers = self.hub.value_offers()?;
-        match offers.offer(job) {
+        match offers.offer(Purpose::JobValues, job.0) {
             Ok((token, arrival)) => Some(Offer { token, arrival }),
             Err(error) => {
                 tracing::warn!(%error, "the values go in the job's stream");
@@ -176,10 +176,18 @@ impl ValueRoute {
             ValueRoute::Connection(writer) => {
                 writer.send(batch.values_le, CLIENT_STALL_TIMEOUT).await
             }
-            // The worker's buffer goes on as it came: no copy. (An offer
-            // is settled by now.)
+            // Values in memory go on as they came: no copy. (An offer is
+            // settled by now.)
             ValueRoute::Stream | ValueRoute::Offered { .. } => {
-                let encoded = Encoded::values_batch(batch.offset, batch.values_le);
+                let values = match batch.values_le.into_memory() {
+                    Ok(values) => values,
+                    Err(error) => {
+                        let status = Status::internal(format!("values were lost: {error}"));
+                        send_error(events, status).await;
+                        return false;
+                    }
+                };
+                let encoded = Encoded::values_batch(batch.offset, values);
                 send_encoded(hub, events, encoded).await
             }
         }
@@ -196,7 +204,7 @@ impl ValueRoute {
             // A connection that arrived just in time is taken.
             biased;
             arrived = arrival => match arrived {
-                Ok(stream) => ValueRoute::Connection(ValueWriter::start(stream)),
+                Ok(stream) => ValueRoute::Connection(ValueWriter::start(stream, CLIENT_STALL_TIMEOUT)),
                 Err(_) => ValueRoute::Stream,
             },
             () = tokio::time::sleep_until(*deadline) => {

@@ -10,7 +10,6 @@
 mod jobs;
 pub mod routes;
 mod status;
-mod values;
 mod workers;
 
 use std::collections::HashMap;
@@ -24,11 +23,11 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 pub use jobs::JobsApi;
-pub use values::ValueOffers;
 pub use workers::WorkersApi;
 
 use crate::config::CoordinatorConfig;
 use crate::scheduler::{Departure, Effect, JobId, LeaseToken, Scheduler, WorkerId};
+use crate::values::ValueOffers;
 
 /// Messages queued for one worker session. A worker only receives what it
 /// asked for (bounded by its demand, at most one grant per scheduler call)

@@ -1,0 +1,255 @@
+//! Results connections (a worker's results with values on a TCP
+//! connection of their own): the handshake and framing as the proto
+//! describes them, driven by a hand-made worker, and what a connection
+//! cut in the middle of a result does to the session and the job.
+
+use std::time::Duration;
+
+use farm_catalog::{Function, evaluate};
+use farm_proto::v1::coordinator_message::Kind as Incoming;
+use farm_proto::v1::job_service_client::JobServiceClient;
+use farm_proto::v1::submit_job_response::Event;
+use farm_proto::v1::worker_message::Kind as Outgoing;
+use farm_proto::v1::worker_service_client::WorkerServiceClient;
+use farm_proto::value_connection::{ACCEPTED, Hello, Purpose, result_head};
+use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
+use farm_tests::cluster::TestCluster;
+use farm_tests::reference;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// Long enough for any step of these tests on a loaded machine.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A worker made by hand: its session's two directions.
+struct HandWorker {
+    outbox: mpsc::Sender<v1::WorkerMessage>,
+    inbound: Streaming<v1::CoordinatorMessage>,
+    welcome: v1::Welcome,
+}
+
+impl HandWorker {
+    async fn connect(cluster: &TestCluster) -> HandWorker {
+        let (outbox, requests) = mpsc::channel(16);
+        let hello = Outgoing::Hello(v1::WorkerHello {
+            protocol_version: PROTOCOL_VERSION,
+            name: "by hand".into(),
+            threads: 1,
+        });
+        outbox
+            .send(v1::WorkerMessage { kind: Some(hello) })
+            .await
+            .expect("queue the hello");
+        let mut client = WorkerServiceClient::new(cluster.channel());
+        let mut inbound = client
+            .session(ReceiverStream::new(requests))
+            .await
+            .expect("a session")
+            .into_inner();
+        let Some(Incoming::Welcome(welcome)) = next(&mut inbound).await else {
+            panic!("the session did not open with a welcome");
+        };
+        HandWorker {
+            outbox,
+            inbound,
+            welcome,
+        }
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            purpose: Purpose::ChunkResults,
+            id: self.welcome.worker_id,
+            token: (&self.welcome.results_token[..])
+                .try_into()
+                .expect("a results connection offered, with a 16-byte token"),
+        }
+    }
+
+    async fn pull_one(&mut self) -> v1::ChunkLease {
+        let pull = Outgoing::Pull(v1::PullRequest { slots: 1 });
+        self.outbox
+            .send(v1::WorkerMessage { kind: Some(pull) })
+            .await
+            .expect("pull");
+        loop {
+            if let Some(Incoming::Grant(grant)) = next(&mut self.inbound).await {
+                return grant.leases.into_iter().next().expect("one lease");
+            }
+        }
+    }
+}
+
+async fn next(inbound: &mut Streaming<v1::CoordinatorMessage>) -> Option<Incoming> {
+    tokio::time::timeout(STEP_TIMEOUT, inbound.message())
+        .await
+        .expect("the coordinator answers in time")
+        .expect("the session goes on")
+        .and_then(|message| message.kind)
+}
+
+/// Opens a results connection with `hello`; the coordinator's answer, or
+/// `None` if it closed the connection instead.
+async fn open(cluster: &TestCluster, hello: Hello) -> (TcpStream, Option<u8>) {
+    let mut stream = TcpStream::connect(cluster.address())
+        .await
+        .expect("connect");
+    stream.write_all(&hello.encode()).await.expect("hello");
+    let mut answer = [0u8; 1];
+    let read = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut answer))
+        .await
+        .expect("an answer in time");
+    let answer = matches!(read, Ok(1)).then_some(answer[0]);
+    (stream, answer)
+}
+
+/// The lease's result, its values apart.
+fn compute(lease: &v1::ChunkLease) -> (v1::ChunkResult, Vec<u8>) {
+    let range = lease.offset..lease.offset + lease.len;
+    let output = evaluate(Function::Sqrt, lease.job_start, range, true).expect("computed");
+    let values: Vec<u8> = output
+        .values
+        .expect("values")
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let summary = output.summary;
+    let result = v1::ChunkResult {
+        token: lease.token,
+        leaf_sums: summary.leaf_sums,
+        leaf_digests: summary.leaf_digests.into(),
+        min: summary.min,
+        max: summary.max,
+        values_le: Default::default(),
+        compute_us: 1000,
+    };
+    (result, values)
+}
+
+/// Submits a job whose values come in its stream.
+async fn submit(cluster: &TestCluster, n: u64) -> Streaming<v1::SubmitJobResponse> {
+    let request = v1::SubmitJobRequest {
+        protocol_version: PROTOCOL_VERSION,
+        function: "sqrt".into(),
+        start: 0,
+        n,
+        chunk_size: n,
+        stream_values: true,
+        values_connection: false,
+    };
+    JobServiceClient::new(cluster.channel())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .submit_job(request)
+        .await
+        .expect("submitted")
+        .into_inner()
+}
+
+/// The job's values and the digest it finished with.
+async fn outcome(stream: &mut Streaming<v1::SubmitJobResponse>) -> (Vec<u8>, Vec<u8>) {
+    let mut values = Vec::new();
+    loop {
+        let message = tokio::time::timeout(STEP_TIMEOUT, stream.message())
+            .await
+            .expect("the job goes on")
+            .expect("the job does not fail");
+        match message.and_then(|m| m.event) {
+            Some(Event::Values(batch)) => values.extend_from_slice(&batch.values_le),
+            Some(Event::Finished(finished)) => {
+                let digest = finished.summary.expect("a summary").digest.to_vec();
+                return (values, digest);
+            }
+            Some(_) => {}
+            None => panic!("the job's stream ended without an outcome"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_come_on_the_connection_the_welcome_offers() {
+    let cluster = TestCluster::builder().workers(0).start().await;
+    let mut worker = HandWorker::connect(&cluster).await;
+    let hello = worker.hello();
+
+    // A wrong token, another worker's id, and the right token for another
+    // purpose are refused without a word.
+    for wrong in [
+        Hello {
+            token: [7; 16],
+            ..hello
+        },
+        Hello {
+            id: hello.id + 1,
+            ..hello
+        },
+        Hello {
+            purpose: Purpose::JobValues,
+            ..hello
+        },
+    ] {
+        assert_eq!(open(&cluster, wrong).await.1, None, "{wrong:?}");
+    }
+    let (mut connection, answer) = open(&cluster, hello).await;
+    assert_eq!(answer, Some(ACCEPTED));
+
+    let n = 1_000_003;
+    let mut job = submit(&cluster, n).await;
+    let lease = worker.pull_one().await;
+    assert_eq!((lease.offset, lease.len), (0, n));
+    let (result, values) = compute(&lease);
+    connection
+        .write_all(&result_head(&result, values.len()))
+        .await
+        .expect("send the result's head");
+    // In pieces, so the coordinator's pipes fill from several reads.
+    for piece in values.chunks(100_003) {
+        connection.write_all(piece).await.expect("send values");
+    }
+
+    let (received, digest) = outcome(&mut job).await;
+    assert!(received == reference::bytes(Function::Sqrt, 0, n));
+    assert_eq!(digest, reference::summary(Function::Sqrt, 0, n).digest.0);
+    // The token was used up.
+    assert_eq!(open(&cluster, hello).await.1, None);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_connection_cut_mid_result_ends_the_session_and_the_chunk_is_redone() {
+    let mut cluster = TestCluster::builder().workers(0).start().await;
+    let mut worker = HandWorker::connect(&cluster).await;
+    let (mut connection, answer) = open(&cluster, worker.hello()).await;
+    assert_eq!(answer, Some(ACCEPTED));
+
+    let n = 500_000;
+    let mut job = submit(&cluster, n).await;
+    let lease = worker.pull_one().await;
+    let (result, values) = compute(&lease);
+    connection
+        .write_all(&result_head(&result, values.len()))
+        .await
+        .expect("send the result's head");
+    connection
+        .write_all(&values[..values.len() / 2])
+        .await
+        .expect("send half the values");
+    drop(connection);
+
+    // The coordinator ends the session...
+    let ended = tokio::time::timeout(STEP_TIMEOUT, async {
+        while let Ok(Some(_)) = worker.inbound.message().await {}
+    });
+    ended.await.expect("the session ends");
+    // ...and a real worker computes the chunk instead.
+    cluster.add_worker();
+    let (received, digest) = outcome(&mut job).await;
+    assert!(received == reference::bytes(Function::Sqrt, 0, n));
+    assert_eq!(digest, reference::summary(Function::Sqrt, 0, n).digest.0);
+    let status = cluster.status().await;
+    assert_eq!(status.workers.len(), 1, "only the real worker is left");
+    assert_eq!(status.counters.expect("counters").leases_granted, 2);
+    cluster.shutdown().await;
+}
