@@ -7,7 +7,9 @@
 //! writers past `dirty_background_ratio`): the same 0.8 GB `dd` took 0.14 s
 //! to 2.4 s here. So every timed write, farm's or the reference's, starts
 //! from the same state: the previous file removed and `sync` run, untimed.
-//! Then, in a tmpfs directory, the same rows leave the disk out entirely.
+//! Then the same rows with a `sync` after each write, timed: the time
+//! until the bytes are on disk. Then, in a tmpfs directory, the same rows
+//! leave the disk out entirely.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,14 +50,17 @@ impl Writer {
 struct Place {
     label: String,
     target: PathBuf,
+    /// Each write is followed by a timed `sync`.
+    to_disk: bool,
     times: [Vec<Duration>; Writer::ALL.len()],
 }
 
 impl Place {
-    fn new(dir: &Path, kind: &str) -> Place {
+    fn new(dir: &Path, kind: &str, to_disk: bool) -> Place {
         Place {
             label: format!("to {} ({kind})", dir.display()),
             target: dir.join(format!("farm-bench-{}.bin", std::process::id())),
+            to_disk,
             times: Default::default(),
         }
     }
@@ -65,10 +70,13 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     let cluster = LoopbackCluster::start(bin, 2)?;
     let n = args.output_n.to_string();
     let bytes = args.output_n * 8;
-    let mut places = vec![Place::new(&args.dir, "page cache")];
+    let mut places = vec![
+        Place::new(&args.dir, "page cache", false),
+        Place::new(&args.dir, "on disk: sync timed", true),
+    ];
     let tmpfs = args.tmpfs_dir.is_dir();
     if tmpfs {
-        places.push(Place::new(&args.tmpfs_dir, "tmpfs"));
+        places.push(Place::new(&args.tmpfs_dir, "tmpfs", false));
     }
     let _cleanup: Vec<RemoveOnDrop> = places
         .iter()
@@ -80,12 +88,17 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
             for k in 0..Writer::ALL.len() {
                 let writer = Writer::ALL[(run + k) % Writer::ALL.len()];
                 start_clean(&place.target)?;
-                let took = match writer {
+                let wrote = match writer {
                     Writer::Direct => write_directly(&place.target, bytes)?,
                     Writer::FarmEmbedded => submit_json(bin, &submit_args(&n, None, &target))?.0,
                     Writer::FarmCluster => {
                         submit_json(bin, &submit_args(&n, Some(&cluster.address), &target))?.0
                     }
+                };
+                let took = if place.to_disk {
+                    wrote + timed_sync()
+                } else {
+                    wrote
                 };
                 check_size(&place.target, bytes)?;
                 place.times[writer as usize].push(took);
@@ -153,10 +166,17 @@ fn start_clean(target: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("remove {}", target.display())),
     }
+    timed_sync();
+    Ok(())
+}
+
+/// Flushes every dirty page to disk; how long that took.
+fn timed_sync() -> Duration {
+    let started = Instant::now();
     // SAFETY: sync has no preconditions. It returns once writeback has
     // been started and (on Linux) waited for.
     unsafe { libc::sync() };
-    Ok(())
+    started.elapsed()
 }
 
 /// Writes `bytes` to a new file at `path` in 8 MiB `write_all`s.
