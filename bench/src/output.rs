@@ -59,7 +59,11 @@ impl Place {
     fn new(dir: &Path, kind: &str, to_disk: bool) -> Place {
         Place {
             label: format!("to {} ({kind})", dir.display()),
-            target: dir.join(format!("farm-bench-{}.bin", std::process::id())),
+            target: dir.join(format!(
+                "farm-bench-{}{}.bin",
+                std::process::id(),
+                if to_disk { "-disk" } else { "" }
+            )),
             to_disk,
             times: Default::default(),
         }
