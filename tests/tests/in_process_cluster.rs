@@ -136,17 +136,39 @@ async fn two_clients_run_jobs_at_once() {
             .summary
             .bit_identical(&reference::summary(Function::Sqrt, 77, 3_000_000))
     );
-    let counters = cluster.status().await.counters.unwrap();
+    let counters = counters(&cluster).await;
     assert_eq!((counters.jobs_submitted, counters.jobs_finished), (2, 2));
     cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_worker_hands_back_its_work_and_the_job_still_finishes() {
+    drain_mid_job(false).await;
+}
+
+/// With values, a draining worker sends its last results on its results
+/// connection and closes it before its session: none of them is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_worker_loses_none_of_its_results_with_values() {
+    drain_mid_job(true).await;
+}
+
+async fn counters(cluster: &TestCluster) -> v1::Counters {
+    cluster.status().await.counters.expect("counters")
+}
+
+/// Drains the first of two workers mid-job. With values, chunks are of
+/// 8 MiB, so that the draining worker is still sending its last result
+/// when it closes its session.
+async fn drain_mid_job(stream_values: bool) {
     let mut cluster = TestCluster::builder().workers(1).start().await;
     cluster.add_worker();
-    let n = 20_000_000;
-    let job = request(0, n, Some(LEAF_LEN * 16), false);
+    let (n, chunk) = if stream_values {
+        (30_000_000, LEAF_LEN * 256)
+    } else {
+        (20_000_000, LEAF_LEN * 16)
+    };
+    let job = request(0, n, Some(chunk), stream_values);
     let run = {
         let channel = cluster.channel();
         let address = cluster.address();
@@ -155,17 +177,33 @@ async fn a_draining_worker_hands_back_its_work_and_the_job_still_finishes() {
     farm_tests::wait_until(
         "the job to start",
         std::time::Duration::from_secs(10),
-        || async { cluster.status().await.counters.unwrap().results_accepted > 10 },
+        || async { counters(&cluster).await.results_accepted > 2 },
     )
     .await;
     // Drain the first worker mid-job: it must finish or return what it
     // holds and exit cleanly, and the job must still be exact.
     cluster.drain_worker(0).await;
-    let run = run.await.unwrap().unwrap();
+    let run = run
+        .await
+        .expect("the job's task")
+        .expect("the job finished");
     assert!(
         run.report
             .summary
             .bit_identical(&reference::summary(Function::Sqrt, 0, n))
+    );
+    if stream_values {
+        assert!(run.values == reference::bytes(Function::Sqrt, 0, n));
+    }
+    let counters = counters(&cluster).await;
+    assert_eq!(
+        (
+            counters.results_rejected_stale,
+            counters.leases_expired,
+            counters.retries
+        ),
+        (0, 0, 0),
+        "a drained worker's result was lost or late"
     );
     cluster.shutdown().await;
 }

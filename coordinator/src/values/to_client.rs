@@ -29,6 +29,9 @@ pub struct ValueWriter {
 impl ValueWriter {
     /// Accepts `stream` (the one-byte answer) and starts writing to it;
     /// a write that moves nothing for `stall` breaks the connection.
+    // Only piped values (Linux) need `stall` here; writes of values in
+    // memory are bounded by the caller's `send` and `finish`.
+    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
     pub fn start(mut stream: TcpStream, stall: Duration) -> ValueWriter {
         let (queue, mut batches) = mpsc::channel::<ChunkValues>(WRITE_QUEUE);
         let task = tokio::spawn(async move {
