@@ -9,6 +9,8 @@ pub mod convert;
 pub mod error;
 pub mod probe;
 pub mod process;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod transport;
 pub mod value_connection;
 pub mod wire;

@@ -12,11 +12,12 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use farm_proto::splice;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -80,7 +81,7 @@ impl Piped {
                 // The pipe holds `left` bytes, so WouldBlock can only mean
                 // the socket is full.
                 match socket.try_io(Interest::WRITABLE, || {
-                    splice(pipe.read_end.as_raw_fd(), socket.as_raw_fd(), left)
+                    splice::splice(pipe.read_end.as_raw_fd(), socket.as_raw_fd(), left, true)
                 }) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(moved) => left -= moved,
@@ -164,7 +165,7 @@ enum Step {
 /// peek tells which, so that only a truly empty socket clears its
 /// readiness (tokio would otherwise wait for data that is already there).
 fn splice_from_socket(socket: RawFd, pipe: RawFd, len: usize) -> io::Result<Step> {
-    match splice(socket, pipe, len) {
+    match splice::splice(socket, pipe, len, true) {
         Ok(moved) => Ok(Step::Moved(moved)),
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
             let mut byte = 0u8;
@@ -187,55 +188,16 @@ fn splice_from_socket(socket: RawFd, pipe: RawFd, len: usize) -> io::Result<Step
     }
 }
 
-/// One non-blocking splice between `from` and `to`, one of them a pipe.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    loop {
-        // SAFETY: both are open descriptors borrowed for the call; null
-        // offsets use and advance their positions.
-        let moved = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MORE,
-            )
-        };
-        if moved >= 0 {
-            return Ok(moved.unsigned_abs());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
-}
-
 impl Pipe {
     /// A pipe of [`PIPE_BYTES`], or an error if the system will not give
     /// one that wide (a narrower one would need too many descriptors).
     fn new() -> io::Result<Pipe> {
         let held = Held::take()?;
-        let mut ends = [0 as RawFd; 2];
-        // SAFETY: pipe2 writes two descriptors into `ends`, which we then
-        // own.
-        let (read_end, write_end) = unsafe {
-            if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1]))
-        };
-        // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
-        let size = unsafe {
-            libc::fcntl(
-                write_end.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                PIPE_BYTES as libc::c_int,
-            )
-        };
-        if size < PIPE_BYTES as libc::c_int {
-            return Err(io::Error::last_os_error());
+        let (read_end, write_end, size) = splice::pipe(PIPE_BYTES)?;
+        if size < PIPE_BYTES {
+            return Err(io::Error::other(format!(
+                "a pipe of {size} bytes, not {PIPE_BYTES}"
+            )));
         }
         Ok(Pipe {
             read_end,

@@ -100,7 +100,7 @@ impl SpliceSource for &[u8] {
 #[cfg(target_os = "linux")]
 mod splice {
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::fd::{AsRawFd, RawFd};
 
     use super::STEP_BYTES;
 
@@ -129,8 +129,9 @@ mod splice {
             copied.result = pump(from, to, due, &mut copied.bytes, |_| Ok(()));
             return copied;
         }
-        let (read_end, write_end) = match pipe() {
-            Ok(ends) => ends,
+        // A narrower pipe than asked for only means smaller steps.
+        let (read_end, write_end) = match farm_proto::splice::pipe(STEP_BYTES) {
+            Ok((read_end, write_end, _)) => (read_end, write_end),
             Err(error) => {
                 copied.result = Err(Failed::Output(error));
                 return copied;
@@ -177,28 +178,9 @@ mod splice {
         Ok(())
     }
 
+    /// One blocking splice: the client's thread waits for the socket.
     fn splice_once(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-        loop {
-            // SAFETY: both are open descriptors owned by the caller for
-            // the call; null offsets use and advance their positions.
-            let moved = unsafe {
-                libc::splice(
-                    from,
-                    std::ptr::null_mut(),
-                    to,
-                    std::ptr::null_mut(),
-                    len,
-                    libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
-                )
-            };
-            if moved >= 0 {
-                return Ok(moved.unsigned_abs());
-            }
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(error);
-            }
-        }
+        farm_proto::splice::splice(from, to, len, false)
     }
 
     fn is_pipe(fd: RawFd) -> bool {
@@ -207,29 +189,6 @@ mod splice {
             let mut stat: libc::stat = std::mem::zeroed();
             libc::fstat(fd, &raw mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFIFO
         }
-    }
-
-    /// A pipe, widened to one step where the system allows.
-    fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-        let mut ends = [0 as RawFd; 2];
-        // SAFETY: pipe2 writes two descriptors into `ends`, which we then
-        // own.
-        let (read_end, write_end) = unsafe {
-            if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1]))
-        };
-        // Best effort: a narrower pipe only means smaller steps.
-        // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
-        unsafe {
-            libc::fcntl(
-                write_end.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                STEP_BYTES as libc::c_int,
-            );
-        }
-        Ok((read_end, write_end))
     }
 }
 
