@@ -8,8 +8,9 @@
 //! to 2.4 s here. So every timed write, farm's or the reference's, starts
 //! from the same state: the previous file removed and `sync` run, untimed.
 //! Then the same rows with a `sync` after each write, timed: the time
-//! until the bytes are on disk. Then, in a tmpfs directory, the same rows
-//! leave the disk out entirely.
+//! until the bytes are on disk, with farm's `--fsync` beside them against
+//! a direct write that also writes back as it goes. Then, in a tmpfs
+//! directory, the same rows leave the disk out entirely.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ use crate::stats::{best_ratio, ratio, spread};
 /// The reference writer's buffer.
 const WRITE_BUFFER: usize = 8 << 20;
 
+/// How often the reference that writes back as it goes asks for it: as
+/// farm's `--fsync` does.
+const WRITEBACK_STRETCH: u64 = 32 << 20;
+
 /// Who writes the file; in each run one after another, starting one
 /// further along the list each run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,17 +36,38 @@ enum Writer {
     Direct,
     FarmEmbedded,
     FarmCluster,
+    /// Asks for writeback every 32 MiB, then fsyncs, as `--fsync` does.
+    DirectWriteback,
+    FarmEmbeddedFsync,
+    FarmClusterFsync,
 }
 
 impl Writer {
-    const ALL: [Writer; 3] = [Writer::Direct, Writer::FarmEmbedded, Writer::FarmCluster];
+    const ALL: [Writer; 6] = [
+        Writer::Direct,
+        Writer::FarmEmbedded,
+        Writer::FarmCluster,
+        Writer::DirectWriteback,
+        Writer::FarmEmbeddedFsync,
+        Writer::FarmClusterFsync,
+    ];
+    /// Where only the page cache or memory is timed, syncing is beside
+    /// the point.
+    const UNSYNCED: [Writer; 3] = [Writer::Direct, Writer::FarmEmbedded, Writer::FarmCluster];
 
     fn name(self) -> &'static str {
         match self {
             Writer::Direct => "direct write, 8 MiB write_all (reference)",
             Writer::FarmEmbedded => "farm embedded --output FILE",
             Writer::FarmCluster => "farm --coordinator --output FILE",
+            Writer::DirectWriteback => "direct write, written back as it goes, fsync",
+            Writer::FarmEmbeddedFsync => "farm embedded --output FILE --fsync",
+            Writer::FarmClusterFsync => "farm --coordinator --output FILE --fsync",
         }
+    }
+
+    fn is_reference(self) -> bool {
+        matches!(self, Writer::Direct | Writer::DirectWriteback)
     }
 }
 
@@ -52,6 +78,8 @@ struct Place {
     target: PathBuf,
     /// Each write is followed by a timed `sync`.
     to_disk: bool,
+    /// Who writes here, in the order of the first run.
+    writers: &'static [Writer],
     times: [Vec<Duration>; Writer::ALL.len()],
 }
 
@@ -65,6 +93,11 @@ impl Place {
                 if to_disk { "-disk" } else { "" }
             )),
             to_disk,
+            writers: if to_disk {
+                &Writer::ALL
+            } else {
+                &Writer::UNSYNCED
+            },
             times: Default::default(),
         }
     }
@@ -89,15 +122,21 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     for run in 0..args.runs {
         for place in &mut places {
             let target = place.target.to_string_lossy().into_owned();
-            for k in 0..Writer::ALL.len() {
-                let writer = Writer::ALL[(run + k) % Writer::ALL.len()];
+            let count = place.writers.len();
+            for k in 0..count {
+                let writer = place.writers[(run + k) % count];
                 start_clean(&place.target)?;
+                let cluster = Some(cluster.address.as_str());
+                let submit = |coordinator, fsync| {
+                    submit_json(bin, &submit_args(&n, coordinator, &target, fsync)).map(|r| r.0)
+                };
                 let wrote = match writer {
-                    Writer::Direct => write_directly(&place.target, bytes)?,
-                    Writer::FarmEmbedded => submit_json(bin, &submit_args(&n, None, &target))?.0,
-                    Writer::FarmCluster => {
-                        submit_json(bin, &submit_args(&n, Some(&cluster.address), &target))?.0
-                    }
+                    Writer::Direct => write_directly(&place.target, bytes, false)?,
+                    Writer::DirectWriteback => write_directly(&place.target, bytes, true)?,
+                    Writer::FarmEmbedded => submit(None, false)?,
+                    Writer::FarmCluster => submit(cluster, false)?,
+                    Writer::FarmEmbeddedFsync => submit(None, true)?,
+                    Writer::FarmClusterFsync => submit(cluster, true)?,
                 };
                 let took = if place.to_disk {
                     wrote + timed_sync()
@@ -115,7 +154,7 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     }
 
     println!(
-        "\n## --output FILE: sqrt --n {} to a .bin of {:.2} GB, no fsync, {} runs interleaved, \
+        "\n## --output FILE: sqrt --n {} to a .bin of {:.2} GB, {} runs interleaved, \
          each from a clean page cache (previous file removed, then sync, untimed)",
         args.output_n,
         bytes as f64 / 1e9,
@@ -127,9 +166,9 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
             place.label, "time", "vs direct", "best vs best"
         );
         let direct = &place.times[Writer::Direct as usize];
-        for writer in Writer::ALL {
+        for &writer in place.writers {
             let times = &place.times[writer as usize];
-            let note = if writer == Writer::Direct {
+            let note = if writer.is_reference() {
                 ""
             } else {
                 "target <= 1.10x"
@@ -143,6 +182,16 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
             );
             println!("{}", line.trim_end());
         }
+        if place.to_disk {
+            let written_back = &place.times[Writer::DirectWriteback as usize];
+            let against = |writer: Writer| ratio(&place.times[writer as usize], written_back);
+            println!(
+                "--fsync vs the direct write written back as it goes: embedded {:.2}x, \
+                 coordinator {:.2}x",
+                against(Writer::FarmEmbeddedFsync),
+                against(Writer::FarmClusterFsync)
+            );
+        }
     }
     if !tmpfs {
         println!(
@@ -153,11 +202,20 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `farm submit sqrt --n N [--coordinator ADDRESS] --output TARGET --json`.
-fn submit_args<'a>(n: &'a str, coordinator: Option<&'a str>, target: &'a str) -> Vec<&'a str> {
+/// `farm submit sqrt --n N [--coordinator ADDRESS] --output TARGET
+/// [--fsync] --json`.
+fn submit_args<'a>(
+    n: &'a str,
+    coordinator: Option<&'a str>,
+    target: &'a str,
+    fsync: bool,
+) -> Vec<&'a str> {
     let mut args = vec!["submit", "sqrt", "--n", n, "--output", target, "--json"];
     if let Some(address) = coordinator {
         args.extend(["--coordinator", address]);
+    }
+    if fsync {
+        args.push("--fsync");
     }
     args
 }
@@ -183,19 +241,45 @@ fn timed_sync() -> Duration {
     started.elapsed()
 }
 
-/// Writes `bytes` to a new file at `path` in 8 MiB `write_all`s.
-fn write_directly(path: &Path, bytes: u64) -> anyhow::Result<Duration> {
+/// Writes `bytes` to a new file at `path` in 8 MiB `write_all`s. With
+/// `write_back`, asks the kernel to start writing back each 32 MiB as it
+/// is written, and fsyncs the file at the end.
+fn write_directly(path: &Path, bytes: u64, write_back: bool) -> anyhow::Result<Duration> {
     let buffer = vec![1u8; WRITE_BUFFER];
     let started = Instant::now();
     let mut file = std::fs::File::create(path)?;
-    let mut left = bytes;
-    while left > 0 {
-        let now = left.min(WRITE_BUFFER as u64) as usize;
+    let (mut written, mut requested) = (0u64, 0u64);
+    while written < bytes {
+        let now = (bytes - written).min(WRITE_BUFFER as u64) as usize;
         file.write_all(&buffer[..now])?;
-        left -= now as u64;
+        written += now as u64;
+        if write_back && written - requested >= WRITEBACK_STRETCH {
+            start_writeback(&file, requested, written - requested)?;
+            requested = written;
+        }
+    }
+    if write_back {
+        file.sync_all()?;
     }
     drop(file);
     Ok(started.elapsed())
+}
+
+fn start_writeback(file: &std::fs::File, start: u64, len: u64) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads its integer arguments.
+    let status = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            i64::try_from(start)?,
+            i64::try_from(len)?,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if status != 0 {
+        bail!("sync_file_range: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn check_size(path: &Path, bytes: u64) -> anyhow::Result<()> {

@@ -57,6 +57,10 @@ pub struct SubmitArgs {
     /// extension; text for -].
     #[arg(long, value_enum, requires = "output")]
     pub format: Option<Format>,
+    /// Have the --output file on disk when farm exits: it is written back
+    /// as it grows, then synced with its directory.
+    #[arg(long, requires = "output")]
+    pub fsync: bool,
     /// Elements per chunk (rounded up to a multiple of 4096) instead of
     /// the coordinator's choice.
     #[arg(long, value_parser = parse_chunk_size, allow_hyphen_values = true)]
@@ -75,7 +79,7 @@ impl SubmitArgs {
     pub fn output_spec(&self) -> Result<Option<OutputSpec>, OutputError> {
         self.output
             .clone()
-            .map(|destination| OutputSpec::new(destination, self.format))
+            .map(|destination| OutputSpec::new(destination, self.format)?.with_fsync(self.fsync))
             .transpose()
     }
 }

@@ -72,6 +72,23 @@ fn a_coordinator_two_workers_and_farm_submit() {
     assert!(summary["chunks"].as_u64().unwrap() > 50);
     assert!(std::fs::read(file).unwrap() == reference::bytes(Function::Sqrt, 0, 1_000_003));
 
+    // --fsync on the path through a coordinator, where the client splices
+    // the values into the file: 40 MB, more than one stretch written back.
+    let out = farm(&[
+        "submit",
+        "sqrt",
+        "--n",
+        "5000001",
+        "--coordinator",
+        &address,
+        "--output",
+        file,
+        "--fsync",
+        "--json",
+    ]);
+    assert_summary(&json(&out), 0, 5_000_001);
+    assert!(std::fs::read(file).unwrap() == reference::bytes(Function::Sqrt, 0, 5_000_001));
+
     // The environment variable names the coordinator too.
     let out = farm_with_env(
         &["submit", "sqrt", "--n", "5000", "--json"],

@@ -96,7 +96,7 @@ fn an_unknown_function_lists_the_known_ones() {
 
 #[test]
 fn other_bad_input_exits_2() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &[
                 "submit",
@@ -123,6 +123,14 @@ fn other_bad_input_exits_2() {
                 "submit", "sqrt", "--n", "10", "--output", "-", "--format", "csv",
             ],
             "invalid value 'csv' for '--format <FORMAT>'",
+        ),
+        (
+            &["submit", "sqrt", "--n", "10", "--fsync"],
+            "the following required arguments were not provided:\n  --output <OUTPUT>",
+        ),
+        (
+            &["submit", "sqrt", "--n", "10", "--output", "-", "--fsync"],
+            "--fsync needs --output FILE: stdout (-) cannot be synced to disk",
         ),
         (
             &["submit", "sqrt", "--n", "10", "--chunk-size", "0"],
@@ -213,6 +221,37 @@ fn format_overrides_the_extension_for_submit_and_digest() {
     let out = farm(&["digest", dir.path().join("values.dat").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--format"), "{}", stderr(&out));
+}
+
+/// `--fsync` writes the same file, and more than one stretch of it is
+/// written back on the way (40 MB, the stretch is 32 MiB).
+#[test]
+fn an_fsynced_output_is_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (start, n) = (7, 5_000_003);
+    let expected_bytes = reference::bytes(Function::Sqrt, start, n);
+    for name in ["out.bin", "out.npy"] {
+        let file = dir.path().join(name);
+        let file = file.to_str().unwrap();
+        let written = json(&farm(&[
+            "submit", "sqrt", "--n", "5000003", "--start", "7", "--output", file, "--fsync",
+            "--json",
+        ]));
+        farm_tests::process::assert_summary_json(
+            &written,
+            &reference::summary(Function::Sqrt, start, n),
+        );
+        let bytes = std::fs::read(file).unwrap();
+        assert!(bytes.ends_with(&expected_bytes), "{name}");
+        let header = if name.ends_with(".npy") { 128 } else { 0 };
+        assert_eq!(bytes.len(), header + expected_bytes.len(), "{name}");
+    }
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["out.bin", "out.npy"], "no partial file is left");
 }
 
 #[test]

@@ -122,6 +122,8 @@ impl Destination {
 pub struct OutputSpec {
     pub destination: Destination,
     pub format: Format,
+    /// `--fsync`: the file is on disk when the job ends.
+    pub fsync: bool,
 }
 
 impl OutputSpec {
@@ -139,7 +141,18 @@ impl OutputSpec {
         Ok(OutputSpec {
             destination,
             format,
+            fsync: false,
         })
+    }
+
+    /// Asks for the file to be on disk, under its name, before the job
+    /// ends (`--fsync`). Stdout is refused: it is rarely a file, and what
+    /// reads it decides when its bytes reach a disk.
+    pub fn with_fsync(self, fsync: bool) -> Result<OutputSpec, OutputError> {
+        if fsync && self.destination == Destination::Stdout {
+            return Err(OutputError::FsyncStdout);
+        }
+        Ok(OutputSpec { fsync, ..self })
     }
 }
 
@@ -178,6 +191,10 @@ pub enum OutputError {
     Create { path: PathBuf, error: io::Error },
     #[error("cannot write {}: {error}", path.display())]
     Write { path: PathBuf, error: io::Error },
+    #[error("--fsync needs --output FILE: stdout (-) cannot be synced to disk")]
+    FsyncStdout,
+    #[error("cannot sync {} to disk: {error}", path.display())]
+    Sync { path: PathBuf, error: io::Error },
     #[error("cannot rename {} to {}: {error}", from.display(), to.display())]
     Rename {
         from: PathBuf,

@@ -11,10 +11,12 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 mod from_socket;
+mod writeback;
 
 use super::{Destination, Format, OutputError, OutputSpec, npy, text};
 
 pub use from_socket::SpliceSource;
+use writeback::Writeback;
 
 /// Write buffer size: large enough that text output, written a line at a
 /// time, reaches the OS in big writes. Raw batches at least this large
@@ -25,7 +27,8 @@ const BUFFER_BYTES: usize = 1 << 20;
 const STDOUT_NAME: &str = "<stdout>";
 
 /// Opens `spec`'s destination for a job of `n` values. For a file this
-/// creates `<path>.partial`; for `.npy`, it writes the header.
+/// creates `<path>.partial`; for `.npy`, it writes the header. With
+/// `spec.fsync`, the file is written back to disk as it grows.
 pub fn create(spec: &OutputSpec, n: u64) -> Result<Sink, OutputError> {
     let format = spec.format;
     let (target, partial) = match &spec.destination {
@@ -36,7 +39,8 @@ pub fn create(spec: &OutputSpec, n: u64) -> Result<Sink, OutputError> {
                 path: partial.partial.clone(),
                 error,
             })?;
-            (Target::File(file), Some(partial))
+            let writeback = spec.fsync.then(Writeback::new);
+            (Target::File(file, writeback), Some(partial))
         }
     };
     let mut sink = Sink {
@@ -127,18 +131,33 @@ impl Sink {
     }
 
     /// Checks that all `n` values were written, flushes, and (for a file)
-    /// renames the partial file into place. Nothing is fsynced.
+    /// renames the partial file into place. With `--fsync` the file is on
+    /// disk before it is renamed, and its new name after; otherwise
+    /// nothing is synced.
     pub fn finish(mut self) -> Result<(), OutputError> {
         if self.written != self.expected {
             return Err(self.wrong_count(self.written));
         }
         self.out.flush().map_err(|error| self.write_error(error))?;
+        let durable = matches!(self.out.get_ref(), Target::File(_, Some(_)));
+        if let Target::File(file, Some(_)) = self.out.get_ref() {
+            writeback::sync_file(file).map_err(|error| OutputError::Sync {
+                path: self.display_path(),
+                error,
+            })?;
+        }
         let Sink { out, partial, .. } = self;
         // Close the file before renaming it, as some platforms require.
         drop(out);
-        match partial {
-            Some(partial) => partial.commit(),
-            None => Ok(()),
+        let Some(partial) = partial else {
+            return Ok(());
+        };
+        let dir = partial.path.parent().map(Path::to_path_buf);
+        partial.commit()?;
+        match dir {
+            Some(dir) if durable => writeback::sync_directory(&dir)
+                .map_err(|error| OutputError::Sync { path: dir, error }),
+            _ => Ok(()),
         }
     }
 
@@ -178,8 +197,9 @@ impl Sink {
 #[derive(Debug)]
 enum Target {
     Stdout(io::Stdout),
-    /// A file, or standard output as a plain file handle.
-    File(File),
+    /// A file, or standard output as a plain file handle; for `--fsync`,
+    /// with what of it is already on its way to disk.
+    File(File, Option<Writeback>),
 }
 
 /// Standard output, as a plain handle where the platform allows: Rust's
@@ -192,7 +212,7 @@ fn stdout_target() -> Target {
         if let Ok(handle) = io::stdout().as_fd().try_clone_to_owned() {
             let file = File::from(handle);
             grow_pipe_buffer(&file);
-            return Target::File(file);
+            return Target::File(file, None);
         }
     }
     Target::Stdout(io::stdout())
@@ -219,14 +239,20 @@ impl Write for Target {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Target::Stdout(out) => out.write(buf),
-            Target::File(file) => file.write(buf),
+            Target::File(file, writeback) => {
+                let written = file.write(buf)?;
+                if let Some(writeback) = writeback {
+                    writeback.wrote(file, written as u64);
+                }
+                Ok(written)
+            }
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Target::Stdout(out) => out.flush(),
-            Target::File(file) => file.flush(),
+            Target::File(file, _) => file.flush(),
         }
     }
 }

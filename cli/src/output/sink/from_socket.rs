@@ -39,9 +39,16 @@ impl Sink {
         due: u64,
     ) -> Result<(), OutputError> {
         #[cfg(target_os = "linux")]
-        if let (Some(from), super::Target::File(file)) = (source.splice_fd(), self.out.get_ref()) {
+        if let (Some(from), super::Target::File(file, writeback)) =
+            (source.splice_fd(), self.out.get_mut())
+        {
             use std::os::fd::AsRawFd;
-            let copied = splice::copy(from, file.as_raw_fd(), due);
+            let to = file.as_raw_fd();
+            let copied = splice::copy(from, to, due, |bytes| {
+                if let Some(writeback) = writeback {
+                    writeback.wrote(file, bytes);
+                }
+            });
             self.written += copied.bytes / 8;
             return copied.result.map_err(|failed| match failed {
                 splice::Failed::Output(error) => self.write_error(error),
@@ -119,8 +126,13 @@ mod splice {
 
     /// Moves up to `due` bytes from the socket `from` to `to` (a pipe, or
     /// a file through a pipe of our own); stops early at the end of
-    /// `from`.
-    pub(super) fn copy(from: RawFd, to: RawFd, due: u64) -> Copied {
+    /// `from`. `wrote_file` hears of each step once it is in the file.
+    pub(super) fn copy(
+        from: RawFd,
+        to: RawFd,
+        due: u64,
+        mut wrote_file: impl FnMut(u64),
+    ) -> Copied {
         let mut copied = Copied {
             bytes: 0,
             result: Ok(()),
@@ -144,6 +156,7 @@ mod splice {
             while left > 0 {
                 left -= splice_once(read_end, to, left).map_err(Failed::Output)?;
             }
+            wrote_file(moved as u64);
             Ok(())
         });
         copied
