@@ -175,6 +175,7 @@ pub fn print_cluster(
     as_json: bool,
 ) -> io::Result<()> {
     let counters = status.counters.unwrap_or_default();
+    let piped = status.piped_values.unwrap_or_default();
     if as_json {
         let workers: Vec<_> = status
             .workers
@@ -207,6 +208,11 @@ pub fn print_cluster(
                 "jobs_cancelled": counters.jobs_cancelled,
                 "backups_granted": counters.backups_granted,
                 "backups_won": counters.backups_won,
+            },
+            "piped_values": {
+                "pipes": piped.pipes,
+                "bytes": piped.bytes,
+                "peak_bytes": piped.peak_bytes,
             },
         });
         writeln!(out, "{value}")?;
@@ -261,6 +267,13 @@ pub fn print_cluster(
         counters.jobs_finished,
         counters.jobs_failed,
         counters.jobs_cancelled
+    )?;
+    writeln!(
+        out,
+        "values in pipes: {:.1} MB now ({} pipes), at most {:.1} MB",
+        piped.bytes as f64 / 1e6,
+        piped.pipes,
+        piped.peak_bytes as f64 / 1e6
     )?;
     out.flush()
 }

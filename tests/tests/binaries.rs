@@ -89,6 +89,18 @@ fn a_coordinator_two_workers_and_farm_submit() {
     assert_summary(&json(&out), 0, 5_000_001);
     assert!(std::fs::read(file).unwrap() == reference::bytes(Function::Sqrt, 0, 5_000_001));
 
+    // Those values passed through the coordinator's pipes (on Linux), and
+    // none are left there once the jobs are done.
+    let cluster = json(&farm(&["workers", "--coordinator", &address, "--json"]));
+    let piped = &cluster["piped_values"];
+    assert_eq!(piped["bytes"].as_u64(), Some(0), "{piped}");
+    assert_eq!(piped["pipes"].as_u64(), Some(0), "{piped}");
+    let peak = piped["peak_bytes"].as_u64().unwrap();
+    if cfg!(target_os = "linux") {
+        // At least one 80 kB result; at most the largest job's values.
+        assert!((80_000..=40_000_008).contains(&peak), "{piped}");
+    }
+
     // The environment variable names the coordinator too.
     let out = farm_with_env(
         &["submit", "sqrt", "--n", "5000", "--json"],

@@ -10,10 +10,16 @@ use super::Hub;
 use crate::scheduler::{Counters, JobCounters, JobId, JobState, JobStatus, WorkerStatus};
 
 pub(super) fn cluster(hub: &Hub) -> v1::GetClusterStatusResponse {
+    let piped = crate::values::pipe_usage();
     hub.with_scheduler(|s, now| v1::GetClusterStatusResponse {
         workers: s.worker_status(now).into_iter().map(worker).collect(),
         counters: Some(counters(s.counters())),
         running_jobs: u32::try_from(s.running_jobs()).unwrap_or(u32::MAX),
+        piped_values: Some(v1::PipedValues {
+            pipes: u32::try_from(piped.pipes).unwrap_or(u32::MAX),
+            bytes: piped.bytes as u64,
+            peak_bytes: piped.peak_bytes as u64,
+        }),
     })
 }
 

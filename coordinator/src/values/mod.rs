@@ -24,6 +24,24 @@ use farm_proto::wire::Payload;
 pub use offers::{NoToken, ValueOffers};
 pub use to_client::ValueWriter;
 
+/// Values held in pipes by every job: kernel memory, outside the
+/// process's resident set (always nothing off Linux).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipeUsage {
+    pub pipes: usize,
+    pub bytes: usize,
+    /// The most bytes held at once since the process started.
+    pub peak_bytes: usize,
+}
+
+/// What is held in pipes now.
+pub fn pipe_usage() -> PipeUsage {
+    #[cfg(target_os = "linux")]
+    return pipes::usage();
+    #[cfg(not(target_os = "linux"))]
+    PipeUsage::default()
+}
+
 /// One chunk's values, held until the merge releases them.
 #[derive(Debug)]
 pub enum ChunkValues {

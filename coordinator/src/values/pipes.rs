@@ -9,6 +9,9 @@
 //! so this process keeps at most a quarter of its descriptor limit in
 //! pipes; when no more full-size pipes can be had, [`fill`] stops early
 //! and the caller reads the rest into memory.
+//!
+//! What pipes hold is kernel memory, outside this process's resident set,
+//! so [`usage`] counts it for `farm workers`.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -30,6 +33,19 @@ const MAX_PIPES: usize = 512;
 /// Pipes held now, by every job.
 static PIPES_HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// Bytes in those pipes now, and the most there have been at once.
+static BYTES_HELD: AtomicUsize = AtomicUsize::new(0);
+static PEAK_BYTES_HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// What this process holds in pipes, by every job.
+pub fn usage() -> super::PipeUsage {
+    super::PipeUsage {
+        pipes: PIPES_HELD.load(Ordering::Acquire),
+        bytes: BYTES_HELD.load(Ordering::Acquire),
+        peak_bytes: PEAK_BYTES_HELD.load(Ordering::Acquire),
+    }
+}
+
 /// A chunk's values in pipes, in order.
 #[derive(Debug, Default)]
 pub struct Piped {
@@ -41,7 +57,7 @@ pub struct Piped {
 struct Pipe {
     read_end: OwnedFd,
     write_end: OwnedFd,
-    _held: Held,
+    held: Held,
     /// Bytes in it.
     len: usize,
     /// It took no more: its slots are used up (splices of partial pages
@@ -133,6 +149,7 @@ pub async fn fill(socket: &TcpStream, len: usize, stall: Duration) -> io::Result
             Ok(Step::Moved(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(Step::Moved(moved)) => {
                 pipe.len += moved;
+                pipe.held.add(moved);
                 piped.len += moved;
                 left -= moved;
                 pipe.full = pipe.len == PIPE_BYTES;
@@ -202,16 +219,19 @@ impl Pipe {
         Ok(Pipe {
             read_end,
             write_end,
-            _held: held,
+            held,
             len: 0,
             full: false,
         })
     }
 }
 
-/// One pipe's place in [`PIPES_HELD`], given back on drop.
+/// One pipe's place in [`PIPES_HELD`], and its bytes in [`BYTES_HELD`],
+/// given back on drop (when the pipe is closed).
 #[derive(Debug)]
-struct Held;
+struct Held {
+    bytes: usize,
+}
 
 impl Held {
     fn take() -> io::Result<Held> {
@@ -220,14 +240,21 @@ impl Held {
             (held < limit).then_some(held + 1)
         });
         match taken {
-            Ok(_) => Ok(Held),
+            Ok(_) => Ok(Held { bytes: 0 }),
             Err(_) => Err(io::Error::other(format!("{limit} pipes are held already"))),
         }
+    }
+
+    fn add(&mut self, bytes: usize) {
+        self.bytes += bytes;
+        let now = BYTES_HELD.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        PEAK_BYTES_HELD.fetch_max(now, Ordering::AcqRel);
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
+        BYTES_HELD.fetch_sub(self.bytes, Ordering::AcqRel);
         PIPES_HELD.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -290,6 +317,12 @@ mod tests {
         let _from_worker = writer.await.unwrap();
         assert_eq!((first.left, second.left), (0, 0));
         assert!(second.piped.pipes.len() >= 2);
+        // Other tests in this process may hold pipes too: at least ours.
+        let held = usage();
+        assert!(held.bytes >= bytes.len(), "{held:?}");
+        assert!(held.peak_bytes >= held.bytes, "{held:?}");
+        // The first result's pipes and the second's.
+        assert!(held.pipes > second.piped.pipes.len(), "{held:?}");
         assert_eq!(first.piped.read_all().unwrap(), bytes[..PIPE_BYTES + 5]);
 
         let (to_client, mut client) = socket_pair().await;
