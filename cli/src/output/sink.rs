@@ -139,13 +139,16 @@ impl Sink {
             return Err(self.wrong_count(self.written));
         }
         self.out.flush().map_err(|error| self.write_error(error))?;
-        let durable = matches!(self.out.get_ref(), Target::File(_, Some(_)));
-        if let Target::File(file, Some(_)) = self.out.get_ref() {
-            writeback::sync_file(file).map_err(|error| OutputError::Sync {
-                path: self.display_path(),
-                error,
-            })?;
-        }
+        let durable = match self.out.get_ref() {
+            Target::File(file, Some(_)) => {
+                writeback::sync_file(file).map_err(|error| OutputError::Sync {
+                    path: self.display_path(),
+                    error,
+                })?;
+                true
+            }
+            _ => false,
+        };
         let Sink { out, partial, .. } = self;
         // Close the file before renaming it, as some platforms require.
         drop(out);
