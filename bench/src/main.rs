@@ -27,6 +27,7 @@ mod procfs;
 mod python;
 mod scheduling;
 mod sim_worker;
+mod simulated_cluster;
 mod stats;
 mod streaming;
 

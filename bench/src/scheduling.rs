@@ -85,6 +85,7 @@ fn simulated(args: &Args) -> anyhow::Result<()> {
     let behaviour = sim_worker::Behaviour {
         hold: args.sim_hold,
         batched: args.sim_report == SimReport::Batched,
+        values: false,
     };
     let rate = |count| sim_rate(&coordinator, &workers, count, args.sim_chunks, behaviour);
     let (mut few, mut many) = (Vec::new(), Vec::new());
@@ -151,6 +152,7 @@ fn sim_rate(
             let name = format!("sim-{i}");
             sims.push(tokio::spawn(sim_worker::run(
                 channel,
+                address.clone(),
                 name,
                 behaviour,
                 stop.clone(),

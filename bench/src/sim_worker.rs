@@ -10,6 +10,12 @@
 //! `ChunkResults` carrying every answer and the pull for them (true), and
 //! a heartbeat when it has been quiet. Keep the two in step when the
 //! protocol changes.
+//!
+//! With [`Behaviour::values`] it also sends the values of a job that
+//! streams them (zeros, from one buffer) on a results connection, as the
+//! real worker does (`worker/src/results_connection.rs`): the streaming
+//! bench uses it to time the coordinator's path to the client with no
+//! computing on the machine.
 
 use std::time::Duration;
 
@@ -18,7 +24,10 @@ use farm_catalog::grid::leaf_count;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
 use farm_proto::v1::worker_service_client::WorkerServiceClient;
+use farm_proto::value_connection::{ACCEPTED, Hello, Purpose, result_head};
 use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +56,14 @@ pub struct Behaviour {
     /// Answer a grant with one `ChunkResults` instead of a result and a
     /// pull per lease.
     pub batched: bool,
+    /// Send made-up values for leases that stream them, on a results
+    /// connection (answers are then one result and one pull per lease).
+    pub values: bool,
 }
+
+/// Made-up values are reported as computed at this rate, about a real
+/// worker's, so the coordinator sizes chunks as it would for one.
+const REPORTED_ELEMENTS_PER_US: u64 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -57,12 +73,16 @@ pub enum SimError {
     Status(#[from] tonic::Status),
     #[error("the coordinator did not welcome the simulated worker")]
     NoWelcome,
+    #[error("the results connection failed: {0}")]
+    Results(#[from] std::io::Error),
 }
 
-/// Runs one simulated worker on `channel` until `stop` is cancelled or the
-/// coordinator ends the session; returns how many results it sent.
+/// Runs one simulated worker on `channel` (to the coordinator at
+/// `address`) until `stop` is cancelled or the coordinator ends the
+/// session; returns how many results it sent.
 pub async fn run(
     channel: Channel,
+    address: String,
     name: String,
     behaviour: Behaviour,
     stop: CancellationToken,
@@ -87,6 +107,11 @@ pub async fn run(
         }))) => welcome,
         _ => return Err(SimError::NoWelcome),
     };
+    let mut results_connection = match behaviour.values {
+        true => Some(open_results(&address, &welcome).await?),
+        false => None,
+    };
+    let mut values = Vec::new();
     for slots in pulls(behaviour.hold) {
         let _ = outbox.send(message(pull(slots))).await;
     }
@@ -102,9 +127,20 @@ pub async fn run(
                 let Ok(Some(incoming)) = incoming else { return Ok(answered) };
                 let Some(Incoming::Grant(grant)) = incoming.kind else { continue };
                 let granted = u32::try_from(grant.leases.len()).unwrap_or(u32::MAX);
-                let results: Vec<_> = grant.leases.iter().map(|l| answer(l, &digests)).collect();
-                let mut messages = Vec::new();
-                if behaviour.batched {
+                if let Some(connection) = &mut results_connection {
+                    for lease in grant.leases.iter().filter(|l| l.stream_values) {
+                        send_values(connection, lease, &digests, &mut values).await?;
+                    }
+                }
+                let (with_values, rest): (Vec<_>, Vec<_>) = grant
+                    .leases
+                    .iter()
+                    .partition(|l| l.stream_values && results_connection.is_some());
+                let results: Vec<_> = rest.into_iter().map(|l| answer(l, &digests)).collect();
+                let mut messages: Vec<_> = with_values.iter().map(|_| pull(1)).collect();
+                if results.is_empty() {
+                    // Every lease was answered on the results connection.
+                } else if behaviour.batched {
                     let mut slots = pulls(granted);
                     let first = slots.next().unwrap_or(0);
                     messages.push(Outgoing::Results(v1::ChunkResults { results, pull: first }));
@@ -128,6 +164,52 @@ pub async fn run(
             () = stop.cancelled() => return Ok(answered),
         }
     }
+}
+
+/// Opens a results connection with the session's token.
+async fn open_results(address: &str, welcome: &v1::Welcome) -> Result<TcpStream, SimError> {
+    let token = (&welcome.results_token[..])
+        .try_into()
+        .map_err(|_| std::io::Error::other("the welcome offers no results connection"))?;
+    let hello = Hello {
+        purpose: Purpose::ChunkResults,
+        id: welcome.worker_id,
+        token,
+    };
+    let opening = async {
+        let mut stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(&hello.encode()).await?;
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).await?;
+        if answer[0] != ACCEPTED {
+            return Err(std::io::Error::other("the results connection was refused"));
+        }
+        Ok(stream)
+    };
+    let stream = tokio::time::timeout(OPEN_TIMEOUT, opening)
+        .await
+        .map_err(|_| SimError::Timeout)??;
+    Ok(stream)
+}
+
+/// Sends `lease`'s result and made-up values (zeros from `values`, grown
+/// to the largest lease) on the results connection.
+async fn send_values(
+    connection: &mut TcpStream,
+    lease: &v1::ChunkLease,
+    digests: &Bytes,
+    values: &mut Vec<u8>,
+) -> Result<(), SimError> {
+    let len = usize::try_from(lease.len * 8).map_err(std::io::Error::other)?;
+    if values.len() < len {
+        values.resize(len, 0);
+    }
+    let mut result = answer(lease, digests);
+    result.compute_us = (lease.len / REPORTED_ELEMENTS_PER_US).max(1);
+    connection.write_all(&result_head(&result, len)).await?;
+    connection.write_all(&values[..len]).await?;
+    Ok(())
 }
 
 /// A result of the right shape for `lease`, with made-up values.

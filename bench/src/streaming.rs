@@ -1,7 +1,10 @@
 //! Ordered values leaving farm on stdout, read and thrown away by the
 //! bench: the raw f64 stream (`--output - --format bin`) through a
 //! loopback cluster and embedded, against the same bytes over one and two
-//! loopback TCP hops; and text (`--output -`) as a secondary row.
+//! loopback TCP hops; and text (`--output -`) as a secondary row. A
+//! coordinator with simulated workers that send made-up values without
+//! computing them ([`SimulatedCluster`]) times the path from the workers
+//! through the coordinator to the client alone.
 
 use std::io::Read;
 use std::path::Path;
@@ -14,6 +17,7 @@ use crate::args::Args;
 use crate::cluster::{LoopbackCluster, farm_command};
 use crate::loopback::{self, Timing};
 use crate::procfs::Watchdog;
+use crate::simulated_cluster::SimulatedCluster;
 use crate::stats::{median_f64, rate_spread};
 
 /// The raw streams measured in each run: one after another, starting one
@@ -22,14 +26,16 @@ use crate::stats::{median_f64, rate_spread};
 enum Stream {
     FarmCluster,
     FarmEmbedded,
+    FarmSimulatedWorkers,
     OneHop,
     TwoHops,
 }
 
 impl Stream {
-    const ALL: [Stream; 4] = [
+    const ALL: [Stream; 5] = [
         Stream::FarmCluster,
         Stream::FarmEmbedded,
+        Stream::FarmSimulatedWorkers,
         Stream::OneHop,
         Stream::TwoHops,
     ];
@@ -37,6 +43,7 @@ impl Stream {
     fn name(self) -> &'static str {
         match self {
             Stream::FarmCluster => "farm --coordinator --output - --format bin",
+            Stream::FarmSimulatedWorkers => "the same, 2 simulated workers (no compute)",
             Stream::FarmEmbedded => "farm embedded --output - --format bin",
             Stream::OneHop => "loopback TCP, 1 hop (reference)",
             Stream::TwoHops => "loopback TCP, 2 hops via a relay (reference)",
@@ -50,6 +57,8 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     let n_text = n.to_string();
     let binary = ["--output", "-", "--format", "bin"];
     let cluster_args = submit_args(&n_text, Some(&cluster.address), &binary);
+    let simulated = SimulatedCluster::start(bin, 2)?;
+    let simulated_args = submit_args(&n_text, Some(&simulated.cluster.address), &binary);
     let embedded_args = submit_args(&n_text, None, &binary);
     let text_n = args.stream_text_n.to_string();
     let text_args = submit_args(&text_n, Some(&cluster.address), &["--output", "-"]);
@@ -62,6 +71,9 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
             let timing = match stream {
                 Stream::FarmCluster => farm_to_stdout(bin, &cluster_args, n, Some(8 * n))?,
                 Stream::FarmEmbedded => farm_to_stdout(bin, &embedded_args, n, Some(8 * n))?,
+                Stream::FarmSimulatedWorkers => {
+                    farm_to_stdout(bin, &simulated_args, n, Some(8 * n))?
+                }
                 Stream::OneHop => loopback::one_hop(8 * n)?,
                 Stream::TwoHops => loopback::two_hops(8 * n)?,
             };
