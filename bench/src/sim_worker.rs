@@ -43,6 +43,9 @@ const OUTBOX: usize = 64;
 /// How long the coordinator may take to open a session.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the coordinator may take to accept one result's values.
+const WRITE_STALL: Duration = Duration::from_secs(60);
+
 /// The largest chunk answered from the prepared digests; longer leases
 /// get a fresh buffer.
 const PREPARED_LEAVES: usize = 1024;
@@ -67,7 +70,7 @@ const REPORTED_ELEMENTS_PER_US: u64 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("the coordinator did not open the session within {OPEN_TIMEOUT:?}")]
+    #[error("the coordinator did not open the session or take a result in time")]
     Timeout,
     #[error("the session failed: {0}")]
     Status(#[from] tonic::Status),
@@ -127,21 +130,22 @@ pub async fn run(
                 let Ok(Some(incoming)) = incoming else { return Ok(answered) };
                 let Some(Incoming::Grant(grant)) = incoming.kind else { continue };
                 let granted = u32::try_from(grant.leases.len()).unwrap_or(u32::MAX);
-                if let Some(connection) = &mut results_connection {
-                    for lease in grant.leases.iter().filter(|l| l.stream_values) {
-                        send_values(connection, lease, &digests, &mut values).await?;
-                    }
-                }
                 let (with_values, rest): (Vec<_>, Vec<_>) = grant
                     .leases
                     .iter()
                     .partition(|l| l.stream_values && results_connection.is_some());
-                let results: Vec<_> = rest.into_iter().map(|l| answer(l, &digests)).collect();
+                if let Some(connection) = &mut results_connection {
+                    for lease in &with_values {
+                        send_values(connection, lease, &digests, &mut values).await?;
+                    }
+                }
                 let mut messages: Vec<_> = with_values.iter().map(|_| pull(1)).collect();
+                let results: Vec<_> = rest.into_iter().map(|l| answer(l, &digests)).collect();
+                let in_session = u32::try_from(results.len()).unwrap_or(u32::MAX);
                 if results.is_empty() {
                     // Every lease was answered on the results connection.
                 } else if behaviour.batched {
-                    let mut slots = pulls(granted);
+                    let mut slots = pulls(in_session);
                     let first = slots.next().unwrap_or(0);
                     messages.push(Outgoing::Results(v1::ChunkResults { results, pull: first }));
                     messages.extend(slots.map(pull));
@@ -207,8 +211,13 @@ async fn send_values(
     }
     let mut result = answer(lease, digests);
     result.compute_us = (lease.len / REPORTED_ELEMENTS_PER_US).max(1);
-    connection.write_all(&result_head(&result, len)).await?;
-    connection.write_all(&values[..len]).await?;
+    let sending = async {
+        connection.write_all(&result_head(&result, len)).await?;
+        connection.write_all(&values[..len]).await
+    };
+    tokio::time::timeout(WRITE_STALL, sending)
+        .await
+        .map_err(|_| SimError::Timeout)??;
     Ok(())
 }
 
