@@ -140,14 +140,20 @@ impl LoopbackCluster {
                 .context("start farm-worker")?;
             cluster.children.push(worker);
         }
+        cluster.wait_for_workers(workers.len())?;
+        Ok(cluster)
+    }
+
+    /// Waits (at most 20 s) until `count` workers are registered.
+    pub fn wait_for_workers(&self, count: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while cluster.status()?["workers"].as_array().map_or(0, Vec::len) != workers.len() {
+        while self.status()?["workers"].as_array().map_or(0, Vec::len) != count {
             if Instant::now() > deadline {
-                bail!("the workers did not register within 20 s");
+                bail!("{count} workers did not register within 20 s");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(cluster)
+        Ok(())
     }
 
     /// `farm workers --json`.

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use farm_cli::output::Writeback;
 
 use crate::args::Args;
 use crate::cluster::{LoopbackCluster, submit_json};
@@ -25,10 +26,6 @@ use crate::stats::{best_ratio, ratio, spread};
 /// The reference writer's buffer.
 const WRITE_BUFFER: usize = 8 << 20;
 
-/// How often the reference that writes back as it goes asks for it: as
-/// farm's `--fsync` does.
-const WRITEBACK_STRETCH: u64 = 32 << 20;
-
 /// Who writes the file; in each run one after another, starting one
 /// further along the list each run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +33,8 @@ enum Writer {
     Direct,
     FarmEmbedded,
     FarmCluster,
-    /// Asks for writeback every 32 MiB, then fsyncs, as `--fsync` does.
+    /// Asks for writeback as it goes, then fsyncs, as `--fsync` does
+    /// (with the same [`Writeback`]).
     DirectWriteback,
     FarmEmbeddedFsync,
     FarmClusterFsync,
@@ -242,20 +240,20 @@ fn timed_sync() -> Duration {
 }
 
 /// Writes `bytes` to a new file at `path` in 8 MiB `write_all`s. With
-/// `write_back`, asks the kernel to start writing back each 32 MiB as it
-/// is written, and fsyncs the file at the end.
+/// `write_back`, starts writing each stretch back as it is written, as
+/// `--fsync` does, and fsyncs the file at the end.
 fn write_directly(path: &Path, bytes: u64, write_back: bool) -> anyhow::Result<Duration> {
     let buffer = vec![1u8; WRITE_BUFFER];
     let started = Instant::now();
     let mut file = std::fs::File::create(path)?;
-    let (mut written, mut requested) = (0u64, 0u64);
-    while written < bytes {
-        let now = (bytes - written).min(WRITE_BUFFER as u64) as usize;
+    let mut writeback = write_back.then(Writeback::new);
+    let mut left = bytes;
+    while left > 0 {
+        let now = left.min(WRITE_BUFFER as u64) as usize;
         file.write_all(&buffer[..now])?;
-        written += now as u64;
-        if write_back && written - requested >= WRITEBACK_STRETCH {
-            start_writeback(&file, requested, written - requested)?;
-            requested = written;
+        left -= now as u64;
+        if let Some(writeback) = &mut writeback {
+            writeback.wrote(&file, now as u64);
         }
     }
     if write_back {
@@ -263,23 +261,6 @@ fn write_directly(path: &Path, bytes: u64, write_back: bool) -> anyhow::Result<D
     }
     drop(file);
     Ok(started.elapsed())
-}
-
-fn start_writeback(file: &std::fs::File, start: u64, len: u64) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sync_file_range only reads its integer arguments.
-    let status = unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            i64::try_from(start)?,
-            i64::try_from(len)?,
-            libc::SYNC_FILE_RANGE_WRITE,
-        )
-    };
-    if status != 0 {
-        bail!("sync_file_range: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn check_size(path: &Path, bytes: u64) -> anyhow::Result<()> {

@@ -5,9 +5,7 @@
 //! sockets through the coordinator to the client.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
@@ -16,9 +14,6 @@ use crate::sim_worker::{self, Behaviour};
 
 /// Leases each simulated worker holds, as the real worker's prefetch.
 const HOLD: u32 = 2;
-
-/// How long the simulated workers may take to register.
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The coordinator and its simulated workers; all stopped on drop.
 pub struct SimulatedCluster {
@@ -61,13 +56,7 @@ impl SimulatedCluster {
             }
             anyhow::Ok(())
         })?;
-        let deadline = Instant::now() + REGISTER_TIMEOUT;
-        while cluster.status()?["workers"].as_array().map_or(0, Vec::len) != workers {
-            if Instant::now() > deadline {
-                bail!("the simulated workers did not register within {REGISTER_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        cluster.wait_for_workers(workers)?;
         Ok(SimulatedCluster {
             cluster,
             stop,

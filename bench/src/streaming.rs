@@ -43,8 +43,8 @@ impl Stream {
     fn name(self) -> &'static str {
         match self {
             Stream::FarmCluster => "farm --coordinator --output - --format bin",
-            Stream::FarmSimulatedWorkers => "the same, 2 simulated workers (no compute)",
             Stream::FarmEmbedded => "farm embedded --output - --format bin",
+            Stream::FarmSimulatedWorkers => "the same, 2 simulated workers (no compute)",
             Stream::OneHop => "loopback TCP, 1 hop (reference)",
             Stream::TwoHops => "loopback TCP, 2 hops via a relay (reference)",
         }

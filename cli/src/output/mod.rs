@@ -45,7 +45,7 @@ use std::str::FromStr;
 use farm_catalog::ReducerError;
 
 pub use read::{summarize_file, summarize_stdin};
-pub use sink::{Sink, SpliceSource, create};
+pub use sink::{Sink, SpliceSource, Writeback, create};
 
 /// The extensions [`Format::from_path`] knows, for error messages.
 const SUPPORTED: &str = ".npy, .bin, .csv, .txt";

@@ -16,7 +16,7 @@ mod writeback;
 use super::{Destination, Format, OutputError, OutputSpec, npy, text};
 
 pub use from_socket::SpliceSource;
-use writeback::Writeback;
+pub use writeback::Writeback;
 
 /// Write buffer size: large enough that text output, written a line at a
 /// time, reaches the OS in big writes. Raw batches at least this large
@@ -140,8 +140,9 @@ impl Sink {
         }
         self.out.flush().map_err(|error| self.write_error(error))?;
         let durable = match self.out.get_ref() {
+            // All of it, data and size.
             Target::File(file, Some(_)) => {
-                writeback::sync_file(file).map_err(|error| OutputError::Sync {
+                file.sync_all().map_err(|error| OutputError::Sync {
                     path: self.display_path(),
                     error,
                 })?;

@@ -57,9 +57,8 @@ pub struct Piped {
 struct Pipe {
     read_end: OwnedFd,
     write_end: OwnedFd,
+    /// Its place among the pipes held, and the bytes in it.
     held: Held,
-    /// Bytes in it.
-    len: usize,
     /// It took no more: its slots are used up (splices of partial pages
     /// fill slots faster than bytes).
     full: bool,
@@ -81,8 +80,9 @@ impl Piped {
         let mut at = 0;
         for pipe in self.pipes {
             // The bytes are in the pipe already: the read cannot block.
-            File::from(pipe.read_end).read_exact(&mut out[at..at + pipe.len])?;
-            at += pipe.len;
+            let len = pipe.held.bytes;
+            File::from(pipe.read_end).read_exact(&mut out[at..at + len])?;
+            at += len;
         }
         Ok(out)
     }
@@ -91,7 +91,7 @@ impl Piped {
     /// socket to take more.
     pub async fn drain_into(self, socket: &TcpStream, stall: Duration) -> io::Result<()> {
         for pipe in self.pipes {
-            let mut left = pipe.len;
+            let mut left = pipe.held.bytes;
             while left > 0 {
                 ready(socket, Interest::WRITABLE, stall).await?;
                 // The pipe holds `left` bytes, so WouldBlock can only mean
@@ -138,7 +138,7 @@ pub async fn fill(socket: &TcpStream, len: usize, stall: Duration) -> io::Result
             break;
         };
         ready(socket, Interest::READABLE, stall).await?;
-        let room = PIPE_BYTES - pipe.len;
+        let room = PIPE_BYTES - pipe.held.bytes;
         match socket.try_io(Interest::READABLE, || {
             splice_from_socket(
                 socket.as_raw_fd(),
@@ -148,11 +148,10 @@ pub async fn fill(socket: &TcpStream, len: usize, stall: Duration) -> io::Result
         }) {
             Ok(Step::Moved(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(Step::Moved(moved)) => {
-                pipe.len += moved;
                 pipe.held.add(moved);
                 piped.len += moved;
                 left -= moved;
-                pipe.full = pipe.len == PIPE_BYTES;
+                pipe.full = pipe.held.bytes == PIPE_BYTES;
             }
             Ok(Step::PipeFull) => pipe.full = true,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
@@ -220,7 +219,6 @@ impl Pipe {
             read_end,
             write_end,
             held,
-            len: 0,
             full: false,
         })
     }
