@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // The in-process coordinator of the scheduling section logs here; quiet
     // unless RUST_LOG asks.
-    farm_proto::process::init_tracing("off");
+    farm_setup::init_tracing("off");
     let bin = cluster::build_binaries()?;
     println!(
         "farm bench on {} cores; sections: {}",

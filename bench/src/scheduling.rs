@@ -144,7 +144,7 @@ fn sim_rate(
         let _stop_guard = stop.clone().drop_guard();
         let mut channels = Vec::new();
         for _ in 0..count.div_ceil(SESSIONS_PER_CHANNEL) {
-            channels.push(farm_proto::transport::endpoint(&address)?.connect().await?);
+            channels.push(farm_net::transport::endpoint(&address)?.connect().await?);
         }
         let mut sims = Vec::new();
         for i in 0..count {

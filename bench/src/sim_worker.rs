@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use farm_catalog::grid::leaf_count;
+use farm_net::side_connection::{ACCEPTED, Hello, Purpose, result_head};
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
 use farm_proto::v1::worker_service_client::WorkerServiceClient;
-use farm_proto::value_connection::{ACCEPTED, Hello, Purpose, result_head};
 use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -37,7 +37,7 @@ impl SimulatedCluster {
             values: true,
         };
         runtime.block_on(async {
-            let channel = farm_proto::transport::endpoint(&cluster.address)?
+            let channel = farm_net::transport::endpoint(&cluster.address)?
                 .connect()
                 .await?;
             for i in 0..workers {

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use farm_catalog::Summary;
-use farm_proto::error::{ErrorKind, describe, peer_is_not_grpc};
-use farm_proto::probe;
-use farm_proto::transport::Connection;
+use farm_net::peer;
+use farm_net::side_connection::Token;
+use farm_net::transport::Connection;
+use farm_net::wire::{self, Encoded, FrameBody};
+use farm_proto::error::{ErrorKind, describe};
+use farm_proto::method;
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
-use farm_proto::value_connection::Token;
-use farm_proto::wire::{self, Encoded, FrameBody, method};
 use farm_proto::{PROTOCOL_VERSION, v1};
 use tonic::Status;
 
@@ -103,7 +104,7 @@ impl ClientError {
     /// `job` is the job the coordinator accepted, if it got that far.
     fn from_status(status: &Status, address: &str, job: Option<u64>) -> ClientError {
         let started = job.is_some();
-        if peer_is_not_grpc(status) {
+        if let Some(not_farm) = peer::not_a_coordinator_by_status(status) {
             let address = address.to_owned();
             // A peer that accepted the job is a coordinator: a broken
             // connection now means it died or the network failed.
@@ -117,7 +118,7 @@ impl ClientError {
                 },
                 None => ClientError::Unreachable {
                     address,
-                    reason: format!("it is not a farm coordinator ({})", describe(status)),
+                    reason: format!("it is not a farm coordinator ({not_farm})"),
                 },
             };
         }
@@ -158,9 +159,6 @@ pub async fn run_job(
     .await
 }
 
-/// How long the probe for a non-gRPC peer may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// A peer that answered but broke the call may not be a coordinator at
 /// all; hyper does not always say so, so ask it directly.
 async fn explain_unreachable(err: ClientError, address: &str) -> ClientError {
@@ -168,13 +166,13 @@ async fn explain_unreachable(err: ClientError, address: &str) -> ClientError {
     {
         return err;
     }
-    match probe::probe(probe::host_port(address), PROBE_TIMEOUT).await {
-        probe::Peer::NotHttp2 => ClientError::Unreachable {
+    match peer::probe(peer::host_port(address), peer::PROBE_TIMEOUT).await {
+        peer::Peer::NotHttp2 => ClientError::Unreachable {
             address: address.to_owned(),
             reason: "it is not a farm coordinator (it does not speak HTTP/2, so not gRPC)"
                 .to_owned(),
         },
-        probe::Peer::Http2 | probe::Peer::Unknown => err,
+        peer::Peer::Http2 | peer::Peer::Unknown => err,
     }
 }
 
@@ -188,7 +186,7 @@ async fn follow_job(
         .map_err(|s| ClientError::from_status(&s, address, None))?;
     // farm's own framing: the values arrive as slices of the receive
     // buffer, in the pieces they arrived in, not copies (see
-    // farm_proto::wire).
+    // farm_net::wire).
     let call = wire::call::open(
         connection,
         method::SUBMIT_JOB,

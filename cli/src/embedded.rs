@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use farm_coordinator::{CoordinatorConfig, CoordinatorError};
-use farm_proto::transport::Connection;
+use farm_net::transport::Connection;
 use farm_worker::WorkerConfig;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

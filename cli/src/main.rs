@@ -18,9 +18,9 @@ use farm_proto::error::ErrorKind;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    farm_proto::process::tune_allocator();
+    farm_setup::tune_allocator();
     // Only warnings by default: the output of `farm` is its result.
-    farm_proto::process::init_tracing("warn");
+    farm_setup::init_tracing("warn");
     let result = match cli.command {
         Command::Submit(args) => run_submit(args),
         Command::Digest(args) => run_digest(&args),
@@ -169,12 +169,12 @@ fn run_health(args: &HealthArgs) -> Result<(), Failure> {
 /// Makes one call to the coordinator at `address`.
 fn ask_coordinator<'a, T, Fut>(
     address: &'a str,
-    call: impl FnOnce(farm_proto::transport::Connection, &'a str) -> Fut,
+    call: impl FnOnce(farm_net::transport::Connection, &'a str) -> Fut,
 ) -> Result<T, Failure>
 where
     Fut: Future<Output = Result<T, farm_cli::client::ClientError>>,
 {
-    let endpoint = farm_proto::transport::endpoint(address).map_err(|e| Failure::new(2, e))?;
+    let endpoint = farm_net::transport::endpoint(address).map_err(|e| Failure::new(2, e))?;
     runtime()?
         .block_on(async { call(endpoint.connect_lazy().into(), address).await })
         .map_err(|e| Failure::new(kind_code(e.kind()), e))

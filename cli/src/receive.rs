@@ -2,17 +2,17 @@
 //! a thread of its own, whether they come in the job's stream (batches
 //! from [`crate::client`]) or on a value connection of their own, which it
 //! opens when the coordinator offers one (see
-//! [`farm_proto::value_connection`]).
+//! [`farm_net::side_connection`]).
 
 use std::io::Read;
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use farm_proto::probe;
-use farm_proto::transport::CONNECT_TIMEOUT;
-use farm_proto::value_connection::{ACCEPTED, Hello, Purpose, Token};
-use farm_proto::wire::Payload;
+use farm_net::peer;
+use farm_net::side_connection::{ACCEPTED, Hello, Purpose, Token};
+use farm_net::transport::CONNECT_TIMEOUT;
+use farm_net::wire::Payload;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
@@ -90,7 +90,7 @@ impl ValueWriter {
     pub fn open_connection(&self, address: &str, job_id: u64, token: Token) {
         let queue = self.queue.clone();
         let connection = self.connection.clone();
-        let address = probe::host_port(address).to_owned();
+        let address = peer::host_port(address).to_owned();
         let opening = tokio::spawn(async move {
             let hello = Hello {
                 purpose: Purpose::JobValues,

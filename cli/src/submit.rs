@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use farm_catalog::{Function, Reducer, Summary, evaluate};
-use farm_proto::transport;
+use farm_net::transport;
 
 use crate::client::{self, ClientError, JobReport, JobRequest};
 use crate::embedded::EmbeddedCluster;
@@ -177,7 +177,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
     let job = client::run_job(connection, &address, &request, writer.as_ref());
     let outcome = tokio::select! {
         outcome = job => outcome.map_err(SubmitError::from),
-        () = farm_proto::process::shutdown_signal() => Err(SubmitError::Interrupted),
+        () = farm_setup::shutdown_signal() => Err(SubmitError::Interrupted),
     };
     let report = finish_output(writer, outcome).await?;
     if let Some(cluster) = embedded {

@@ -22,7 +22,7 @@ pub mod values;
 use std::future::Future;
 use std::sync::Arc;
 
-use farm_proto::transport::{
+use farm_net::transport::{
     CONNECTION_WINDOW_BYTES, Connection, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES,
     STREAM_WINDOW_BYTES,
 };

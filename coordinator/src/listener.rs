@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use farm_proto::transport::KEEPALIVE_INTERVAL;
-use farm_proto::value_connection::{HELLO_BYTES, Hello, may_be_value_connection};
+use farm_net::side_connection::{HELLO_BYTES, Hello, may_be_value_connection};
+use farm_net::transport::KEEPALIVE_INTERVAL;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;

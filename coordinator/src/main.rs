@@ -58,8 +58,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // Before the runtime's threads exist: they take their allocator arena
     // on their first allocation.
-    farm_proto::process::tune_allocator();
-    farm_proto::process::init_tracing("info");
+    farm_setup::tune_allocator();
+    farm_setup::init_tracing("info");
     let served = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(serve(args)));
@@ -83,7 +83,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     println!("farm-coordinator listening on {address}");
 
     let stop = tokio_util::sync::CancellationToken::new();
-    farm_proto::process::stop_on_signals("farm-coordinator", stop.clone());
+    farm_setup::stop_on_signals("farm-coordinator", stop.clone());
     let server = farm_coordinator::run_tcp(config, listener, stop.clone().cancelled_owned());
     tokio::pin!(server);
     tokio::select! {

@@ -69,15 +69,6 @@ pub fn to_status(err: &dyn ServiceError) -> Status {
     Status::new(err.kind().code(), err.to_string())
 }
 
-/// Whether a failed call shows that the peer is not a gRPC server at all
-/// (an HTTP/1 server, or something else, on the coordinator's port).
-pub fn peer_is_not_grpc(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Internal | Code::Unknown | Code::Unimplemented
-    ) && (status.code() == Code::Unimplemented || describe(status).contains("h2 protocol error"))
-}
-
 /// A status's message followed by the causes tonic keeps behind it (where
 /// "connection refused" lives), skipping causes the text already says.
 pub fn describe(status: &Status) -> String {

@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use farm_catalog::{Function, evaluate};
+use farm_net::side_connection::{ACCEPTED, Hello, Purpose, result_head};
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
 use farm_proto::v1::worker_message::Kind as Outgoing;
 use farm_proto::v1::worker_service_client::WorkerServiceClient;
-use farm_proto::value_connection::{ACCEPTED, Hello, Purpose, result_head};
 use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
 use farm_tests::cluster::TestCluster;
 use farm_tests::reference;

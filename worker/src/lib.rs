@@ -20,7 +20,7 @@ mod session;
 
 use std::sync::Arc;
 
-use farm_proto::transport::Connection;
+use farm_net::transport::Connection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

@@ -50,8 +50,8 @@ Testing faults:
 fn main() -> ExitCode {
     let args = Args::parse();
     let faults = test_faults();
-    farm_proto::process::tune_allocator();
-    farm_proto::process::init_tracing("info");
+    farm_setup::tune_allocator();
+    farm_setup::init_tracing("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("farm-io")
@@ -92,7 +92,7 @@ fn test_faults() -> Faults {
 }
 
 async fn serve(args: Args, faults: Faults) -> anyhow::Result<()> {
-    let endpoint = farm_proto::transport::endpoint(&args.connect)?;
+    let endpoint = farm_net::transport::endpoint(&args.connect)?;
     let mut config = WorkerConfig::new(args.connect.clone());
     config.name = args.name.unwrap_or_else(host_name);
     if let Some(threads) = args.threads {
@@ -103,7 +103,7 @@ async fn serve(args: Args, faults: Faults) -> anyhow::Result<()> {
     config.faults = faults;
 
     let drain = CancellationToken::new();
-    farm_proto::process::stop_on_signals("farm-worker", drain.clone());
+    farm_setup::stop_on_signals("farm-worker", drain.clone());
     let (connected, connection) = tokio::sync::watch::channel(false);
     if let Some(address) = args.health_listen {
         let listener = tokio::net::TcpListener::bind(address)

@@ -12,9 +12,9 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use farm_proto::probe;
+use farm_net::peer;
+use farm_net::side_connection::{ACCEPTED, Hello, Purpose, Token, result_head};
 use farm_proto::v1;
-use farm_proto::value_connection::{ACCEPTED, Hello, Purpose, Token, result_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -55,7 +55,7 @@ impl ResultsConnection {
             token,
         };
         let opening = async {
-            let mut stream = TcpStream::connect(probe::host_port(address)).await?;
+            let mut stream = TcpStream::connect(peer::host_port(address)).await?;
             stream.set_nodelay(true)?;
             stream.write_all(&hello.encode()).await?;
             let mut answer = [0u8; 1];

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use farm_catalog::{ChunkOutput, Function, evaluate_reusing};
-use farm_proto::error::{describe, peer_is_not_grpc};
-use farm_proto::probe;
-use farm_proto::transport::Connection;
+use farm_net::peer;
+use farm_net::transport::Connection;
+use farm_net::wire::{self, Encoded, FrameBody, FrameSender, MessageReader};
+use farm_proto::error::describe;
+use farm_proto::method;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
-use farm_proto::wire::{self, Encoded, FrameBody, FrameSender, MessageReader, method};
 use farm_proto::{PROTOCOL_VERSION, v1};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -35,9 +36,6 @@ use crate::results_connection::ResultsConnection;
 /// Messages queued for the coordinator: results wait here while the
 /// network is busy, and the loop waits when it is full.
 const OUTBOX: usize = 64;
-
-/// How long the probe for a non-gRPC peer may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the coordinator may take to answer a new session.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,27 +179,22 @@ async fn open_results_connection(
 }
 
 /// Like [`classify`]; when the call merely broke, asks the peer whether
-/// it speaks HTTP/2 at all, since hyper does not always say.
+/// it is a coordinator at all, since hyper does not always say.
 async fn classify_with_probe(status: &Status, coordinator: &str) -> SessionError {
     let classified = classify(status, coordinator);
     if !matches!(classified, SessionError::Unreachable(_)) {
         return classified;
     }
-    match probe::probe(probe::host_port(coordinator), PROBE_TIMEOUT).await {
-        probe::Peer::NotHttp2 => SessionError::Refused(format!(
-            "{coordinator} is not a farm coordinator (it does not speak HTTP/2, so not gRPC)"
-        )),
-        probe::Peer::Http2 | probe::Peer::Unknown => classified,
+    match peer::not_a_coordinator(status, coordinator).await {
+        Some(reason) => not_a_coordinator(coordinator, &reason),
+        None => classified,
     }
 }
 
 /// Tells a refusal from a passing failure.
 fn classify(status: &Status, coordinator: &str) -> SessionError {
-    if peer_is_not_grpc(status) {
-        return SessionError::Refused(format!(
-            "{coordinator} is not a farm coordinator ({})",
-            describe(status)
-        ));
+    if let Some(reason) = peer::not_a_coordinator_by_status(status) {
+        return not_a_coordinator(coordinator, &reason);
     }
     match status.code() {
         Code::FailedPrecondition | Code::InvalidArgument => {
@@ -209,6 +202,12 @@ fn classify(status: &Status, coordinator: &str) -> SessionError {
         }
         _ => SessionError::Unreachable(describe(status)),
     }
+}
+
+fn not_a_coordinator(coordinator: &str, reason: &peer::NotACoordinator) -> SessionError {
+    SessionError::Refused(format!(
+        "{coordinator} is not a farm coordinator ({reason})"
+    ))
 }
 
 struct Session<'a> {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use farm_catalog::grid::{LEAF_LEN, round_to_leaves};
 use farm_catalog::summary::{le_bytes, summarize_values};
 use farm_catalog::{Function, Summary, evaluate};
-use farm_proto::wire::Payload;
+use farm_net::wire::Payload;
 
 use super::*;
 

@@ -12,11 +12,11 @@
 
 use std::sync::Arc;
 
+use farm_net::side_connection::{Purpose, Token};
+use farm_net::wire::{Encoded, FrameBody, FrameSender, server};
 use farm_proto::error::{ErrorKind, ServiceError, to_status};
 use farm_proto::v1;
 use farm_proto::v1::submit_job_response::Event;
-use farm_proto::value_connection::{Purpose, Token};
-use farm_proto::wire::{Encoded, FrameBody, FrameSender, server};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use farm_net::wire::{Encoded, FrameSender};
 use farm_proto::v1;
-use farm_proto::wire::{Encoded, FrameSender};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;

@@ -1,7 +1,7 @@
 //! The coordinator's gRPC methods, routed by path.
 //!
 //! The two services are served with farm's own framing
-//! ([`farm_proto::wire`]) rather than tonic's generated servers, so the
+//! ([`farm_net::wire`]) rather than tonic's generated servers, so the
 //! values in worker results and job streams are never copied on their way
 //! through. The wire format is standard gRPC: tonic's generated clients,
 //! and any other gRPC client, call these methods as usual.
@@ -11,7 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use farm_proto::wire::{method, server};
+use farm_net::wire::server;
+use farm_proto::method;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tower::Service;

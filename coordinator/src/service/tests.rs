@@ -14,7 +14,7 @@ use super::{Hub, SESSION_QUEUE, Session};
 use crate::config::CoordinatorConfig;
 use crate::scheduler::{JobSpec, WorkerId, WorkerInfo};
 
-type Outbox = mpsc::Receiver<Result<farm_proto::wire::Encoded, tonic::Status>>;
+type Outbox = mpsc::Receiver<Result<farm_net::wire::Encoded, tonic::Status>>;
 
 /// A hub with one job of `chunks` one-leaf chunks and one connected
 /// worker whose outbox the test reads.

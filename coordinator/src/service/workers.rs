@@ -14,11 +14,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use farm_net::side_connection::{ACCEPTED, Purpose};
+use farm_net::wire::{Encoded, FrameBody, MessageReader, Payload, server};
 use farm_proto::error::to_status;
 use farm_proto::v1;
 use farm_proto::v1::worker_message::Kind;
-use farm_proto::value_connection::{ACCEPTED, Purpose};
-use farm_proto::wire::{Encoded, FrameBody, MessageReader, Payload, server};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

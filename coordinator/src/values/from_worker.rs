@@ -5,9 +5,9 @@
 use std::io;
 use std::time::Duration;
 
+use farm_net::side_connection::{MAX_RESULT_HEAD_BYTES, MAX_RESULT_VALUES_BYTES};
+use farm_net::wire::Payload;
 use farm_proto::v1;
-use farm_proto::value_connection::{MAX_RESULT_HEAD_BYTES, MAX_RESULT_VALUES_BYTES};
-use farm_proto::wire::Payload;
 use prost::Message;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -111,7 +111,7 @@ async fn within<T>(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use farm_proto::value_connection::result_head;
+    use farm_net::side_connection::result_head;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 

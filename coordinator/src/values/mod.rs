@@ -19,7 +19,7 @@ pub mod offers;
 pub mod pipes;
 pub mod to_client;
 
-use farm_proto::wire::Payload;
+use farm_net::wire::Payload;
 
 pub use offers::{NoToken, ValueOffers};
 pub use to_client::ValueWriter;

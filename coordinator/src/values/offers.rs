@@ -4,7 +4,7 @@
 //! A client that asks for a value connection gets a secret token with its
 //! job's acceptance; a worker gets one with its session's welcome. Either
 //! opens a TCP connection to the coordinator's port and presents the
-//! token (the handshake is in [`farm_proto::value_connection`]). The
+//! token (the handshake is in [`farm_net::side_connection`]). The
 //! listener recognises the connection and [`ValueOffers::claim`] hands it
 //! to the task that offered it: the job's stream task, which then writes
 //! the released values there instead of into the gRPC stream, or the
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 
-use farm_proto::value_connection::{Hello, Purpose, TOKEN_BYTES, Token};
+use farm_net::side_connection::{Hello, Purpose, TOKEN_BYTES, Token};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 

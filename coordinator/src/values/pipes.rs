@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use farm_proto::splice;
+use farm_net::splice;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use farm_proto::value_connection::ACCEPTED;
+use farm_net::side_connection::ACCEPTED;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

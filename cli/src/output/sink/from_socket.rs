@@ -142,7 +142,7 @@ mod splice {
             return copied;
         }
         // A narrower pipe than asked for only means smaller steps.
-        let (read_end, write_end) = match farm_proto::splice::pipe(STEP_BYTES) {
+        let (read_end, write_end) = match farm_net::splice::pipe(STEP_BYTES) {
             Ok((read_end, write_end, _)) => (read_end, write_end),
             Err(error) => {
                 copied.result = Err(Failed::Output(error));
@@ -193,7 +193,7 @@ mod splice {
 
     /// One blocking splice: the client's thread waits for the socket.
     fn splice_once(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-        farm_proto::splice::splice(from, to, len, false)
+        farm_net::splice::splice(from, to, len, false)
     }
 
     fn is_pipe(fd: RawFd) -> bool {

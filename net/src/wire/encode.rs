@@ -7,9 +7,9 @@ use tonic::Status;
 
 use super::PREFIX_BYTES;
 use super::payload::{Payload, PayloadMessage};
-use crate::v1::submit_job_response::Event;
-use crate::v1::worker_message::Kind;
-use crate::{MAX_MESSAGE_BYTES, v1};
+use farm_proto::v1::submit_job_response::Event;
+use farm_proto::v1::worker_message::Kind;
+use farm_proto::{MAX_MESSAGE_BYTES, v1};
 
 /// Payloads smaller than this are copied into the head: a frame of their
 /// own would cost more than the copy.

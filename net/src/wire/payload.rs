@@ -6,9 +6,9 @@ use prost::Message;
 use prost::encoding::{WireType, decode_key, decode_varint};
 
 use super::segments::Segments;
-use crate::v1;
-use crate::v1::submit_job_response::Event;
-use crate::v1::worker_message::Kind;
+use farm_proto::v1;
+use farm_proto::v1::submit_job_response::Event;
+use farm_proto::v1::worker_message::Kind;
 
 /// A message's bulk bytes (a job stream's or a chunk result's values), as
 /// the frames they arrived in.

@@ -12,7 +12,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 
-use crate::v1;
+use farm_proto::v1;
 
 /// The first bytes of a value connection. An HTTP/2 client opens with
 /// `PRI * HTTP/2.0`, so the first byte already tells these connections
@@ -99,7 +99,7 @@ pub fn may_be_value_connection(first: &[u8]) -> bool {
 pub const MAX_RESULT_HEAD_BYTES: u32 = 4 << 20;
 
 /// The most value bytes one result on a results connection may carry.
-pub const MAX_RESULT_VALUES_BYTES: u64 = crate::MAX_MESSAGE_BYTES as u64;
+pub const MAX_RESULT_VALUES_BYTES: u64 = farm_proto::MAX_MESSAGE_BYTES as u64;
 
 /// The bytes before a result's values on a results connection: the
 /// result's length, the result (its values taken out) and the values'

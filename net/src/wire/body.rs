@@ -118,9 +118,9 @@ impl Body for FrameBody {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::v1;
-    use crate::v1::submit_job_response::Event;
     use crate::wire::{MessageReader, Payload};
+    use farm_proto::v1;
+    use farm_proto::v1::submit_job_response::Event;
 
     #[tokio::test]
     async fn a_response_carries_payloads_untouched_and_ends_with_its_status() {

@@ -1,16 +1,75 @@
-//! Is the peer an HTTP/2 server at all?
+//! The one check that tells a farm coordinator from anything else that
+//! answers on its port.
 //!
-//! When something that is not a gRPC server answers on a coordinator's
-//! port, hyper reports either an HTTP/2 protocol error or, depending on
-//! timing, only that the connection closed under the call, which reads
-//! like a coordinator that crashed. This probe settles it: it sends the
-//! HTTP/2 connection preface and an empty SETTINGS frame, and reads the
-//! first frame header back. An HTTP/2 server always opens with SETTINGS.
+//! When something that is not a gRPC server answers, hyper reports either
+//! an HTTP/2 protocol error or, depending on timing, only that the
+//! connection closed under the call, which reads like a coordinator that
+//! crashed. [`not_a_coordinator`] looks at the failed call first and, when
+//! that is not enough, settles it with a probe: it sends the HTTP/2
+//! connection preface and an empty SETTINGS frame, and reads the first
+//! frame header back. An HTTP/2 server always opens with SETTINGS.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tonic::{Code, Status};
+
+/// How long the probe of a peer whose call broke may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a peer is not a farm coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotACoordinator {
+    /// It answered with something other than HTTP/2.
+    #[error("it does not speak HTTP/2, so not gRPC")]
+    NotHttp2,
+    /// It speaks HTTP/2 but broke the gRPC call, or does not serve farm's
+    /// methods; `detail` is what the call failed with.
+    #[error("{detail}")]
+    NotFarm { detail: String },
+}
+
+/// Whether the call to `address` that failed with `status` shows that the
+/// peer is not a farm coordinator: from the status itself, or, when the
+/// call merely broke or could not be made, from a probe of `address`
+/// (within [`PROBE_TIMEOUT`]). Call it only for a peer that has not yet
+/// answered as a coordinator.
+pub async fn not_a_coordinator(status: &Status, address: &str) -> Option<NotACoordinator> {
+    if let Some(reason) = not_a_coordinator_by_status(status) {
+        return Some(reason);
+    }
+    match probe(host_port(address), PROBE_TIMEOUT).await {
+        Peer::NotHttp2 => Some(NotACoordinator::NotHttp2),
+        Peer::Http2 | Peer::Unknown => None,
+    }
+}
+
+/// Whether `status` alone shows that the peer is not a gRPC server for
+/// farm: it does not know farm's methods, or it broke HTTP/2 (an HTTP/1
+/// server, or something else, on the coordinator's port).
+pub fn not_a_coordinator_by_status(status: &Status) -> Option<NotACoordinator> {
+    let not_farm = match status.code() {
+        Code::Unimplemented => true,
+        Code::Internal | Code::Unknown => broke_http2(status),
+        _ => false,
+    };
+    not_farm.then(|| NotACoordinator::NotFarm {
+        detail: farm_proto::error::describe(status),
+    })
+}
+
+/// An HTTP/2 protocol error anywhere behind the status.
+fn broke_http2(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.downcast_ref::<h2::Error>().is_some() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
 
 /// The client connection preface (RFC 9113, 3.4), then an empty SETTINGS
 /// frame: length 0, type 4, no flags, stream 0.

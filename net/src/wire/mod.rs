@@ -20,6 +20,8 @@
 //! - [`MessageReader`]: messages out of an HTTP body, payloads as slices.
 //! - [`Payload`]: a payload in the pieces it arrived in.
 //! - [`call`] and [`server`]: the client and server ends of a call.
+//!
+//! The method paths are the contract's: [`farm_proto::method`].
 
 mod body;
 pub mod call;
@@ -34,42 +36,8 @@ pub use encode::Encoded;
 pub use payload::{Payload, PayloadMessage};
 pub use reader::MessageReader;
 
-/// The paths of farm's gRPC methods, shared by the hand-made clients and
-/// the coordinator's routes.
-pub mod method {
-    pub const JOB_SERVICE: &str = "farm.v1.JobService";
-    pub const SUBMIT_JOB: &str = "/farm.v1.JobService/SubmitJob";
-    pub const GET_CLUSTER_STATUS: &str = "/farm.v1.JobService/GetClusterStatus";
-    pub const GET_JOB_STATUS: &str = "/farm.v1.JobService/GetJobStatus";
-    pub const WORKER_SERVICE: &str = "farm.v1.WorkerService";
-    pub const WORKER_SESSION: &str = "/farm.v1.WorkerService/Session";
-}
-
 /// The media type of every gRPC request and response.
 pub const GRPC_CONTENT_TYPE: &str = "application/grpc";
 
 /// Bytes before each gRPC message: a compression flag and a 4-byte length.
 const PREFIX_BYTES: usize = 5;
-
-#[cfg(test)]
-mod tests {
-    use super::method;
-
-    /// The generated clients call these paths; the coordinator's routes
-    /// must answer the same ones.
-    #[test]
-    fn method_paths_match_the_generated_clients() {
-        let generated = include_str!(concat!(env!("OUT_DIR"), "/farm.v1.rs"));
-        for path in [
-            method::SUBMIT_JOB,
-            method::GET_CLUSTER_STATUS,
-            method::GET_JOB_STATUS,
-            method::WORKER_SESSION,
-        ] {
-            assert!(generated.contains(&format!("\"{path}\"")), "{path}");
-        }
-        for service in [method::JOB_SERVICE, method::WORKER_SERVICE] {
-            assert!(generated.contains(&format!("\"{service}\"")), "{service}");
-        }
-    }
-}

@@ -1,6 +1,6 @@
-//! Plumbing every farm binary shares: logging set-up, allocator tuning and
-//! shutdown signals.
-//! (It lives here because every binary already depends on this crate.)
+//! What every farm binary sets up around its work: logging, allocator
+//! tuning and shutdown signals. Libraries never call these: only a
+//! binary's `main` does, once.
 
 /// Logs to stderr, filtered by `RUST_LOG`, or by `default` (e.g. `info`)
 /// when it is unset.

@@ -11,7 +11,7 @@ use super::PREFIX_BYTES;
 use super::encode::payload_wrapping;
 use super::payload::{Payload, PayloadMessage, split_payload};
 use super::segments::Segments;
-use crate::MAX_MESSAGE_BYTES;
+use farm_proto::MAX_MESSAGE_BYTES;
 
 /// The messages of one direction of a gRPC call, read from its HTTP body.
 ///
@@ -167,8 +167,8 @@ mod tests {
     use http_body::Frame;
 
     use super::*;
-    use crate::v1;
     use crate::wire::{Encoded, Payload};
+    use farm_proto::v1;
 
     /// A body that yields given frames, then given trailers.
     struct Frames(VecDeque<Frame<Bytes>>);
