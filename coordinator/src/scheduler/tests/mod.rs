@@ -5,6 +5,7 @@ mod backups;
 mod jobs;
 mod leasing;
 mod property;
+mod property_faults;
 mod results;
 mod workers;
 
