@@ -18,17 +18,16 @@
 
 use std::time::Instant;
 
-use crate::values::ChunkValues;
 use farm_catalog::ChunkSummary;
 
 use super::WorkerId;
 
 /// A chunk: a leaf-aligned range of a job's elements.
 #[derive(Debug)]
-pub(crate) struct Chunk {
+pub(crate) struct Chunk<V> {
     pub offset: u64,
     pub len: u64,
-    pub state: ChunkState,
+    pub state: ChunkState<V>,
     /// The attempt number the next lease gets.
     pub next_attempt: u32,
     /// Leases taken back because they never reached their worker.
@@ -46,7 +45,7 @@ pub(crate) struct Chunk {
 }
 
 #[derive(Debug)]
-pub(crate) enum ChunkState {
+pub(crate) enum ChunkState<V> {
     /// Waiting in the job's retry queue, or just carved.
     Pending,
     /// Leased; usually one live lease, more while a backup runs.
@@ -54,7 +53,7 @@ pub(crate) enum ChunkState {
     /// Computed, waiting for the chunks before it to be released.
     Done {
         summary: ChunkSummary,
-        values: Option<ChunkValues>,
+        values: Option<V>,
     },
 }
 
@@ -69,8 +68,8 @@ pub(crate) struct LiveLease {
     pub new_holder: bool,
 }
 
-impl Chunk {
-    pub fn new(offset: u64, len: u64) -> Chunk {
+impl<V> Chunk<V> {
+    pub fn new(offset: u64, len: u64) -> Chunk<V> {
         Chunk {
             offset,
             len,
@@ -161,7 +160,7 @@ impl Chunk {
         &mut self,
         attempt: u32,
         summary: ChunkSummary,
-        values: Option<ChunkValues>,
+        values: Option<V>,
     ) -> (Option<LiveLease>, Vec<LiveLease>) {
         let previous = std::mem::replace(&mut self.state, ChunkState::Done { summary, values });
         let ChunkState::Running { live } = previous else {

@@ -10,17 +10,19 @@ use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::values::ChunkValues;
 use farm_catalog::grid::leaf_count;
 use farm_catalog::summary::DIGEST_LEN;
 use farm_catalog::{ChunkSummary, Reducer, Summary};
 
 use super::chunk::{Chunk, ChunkState, LiveLease};
 use super::policy::{Sizing, next_chunk_len};
-use super::{JobId, JobSpec, JobState, JobStatus, Lease, LeaseToken, WindowLimits, WorkerId};
+use super::{
+    HeldValues, JobCounters, JobId, JobSpec, JobState, JobStatus, Lease, LeaseToken, WindowLimits,
+    WorkerId,
+};
 
 #[derive(Debug)]
-pub(crate) struct Job {
+pub(crate) struct Job<V> {
     pub id: JobId,
     pub spec: JobSpec,
     pub accepted_at: Instant,
@@ -28,11 +30,11 @@ pub(crate) struct Job {
     next_offset: u64,
     /// Index of `window[0]`: every chunk before it is released.
     released_chunks: u64,
-    window: VecDeque<Chunk>,
+    window: VecDeque<Chunk<V>>,
     /// Chunk indices waiting for a lease (lost, failed, returned).
     retry: BTreeSet<u64>,
     reducer: Reducer,
-    ready: VecDeque<ValuesBatch>,
+    ready: VecDeque<ValuesBatch<V>>,
     /// Bytes of finished results held: done out of order, or released and
     /// not yet taken by the client.
     buffered_bytes: u64,
@@ -43,17 +45,6 @@ pub(crate) struct Job {
     pub outcome: Option<JobOutcome>,
     /// When the outcome was decided.
     ended_at: Option<Instant>,
-}
-
-/// What happened to one job's chunks, for `farm status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct JobCounters {
-    /// Every lease: first tries, retries and backups.
-    pub leases_granted: u64,
-    pub retries: u64,
-    pub backups_granted: u64,
-    pub backups_won: u64,
-    pub results_rejected_stale: u64,
 }
 
 /// What accepting a result did.
@@ -69,11 +60,11 @@ pub(crate) struct Accepted {
 
 /// Released, ordered values for the client.
 #[derive(Debug, PartialEq)]
-pub struct ValuesBatch {
+pub struct ValuesBatch<V> {
     /// Job index of the first value.
     pub offset: u64,
-    /// Little-endian f64 bytes.
-    pub values_le: ChunkValues,
+    /// The chunk's values, as the worker's report handed them over.
+    pub values: V,
 }
 
 /// How a job ended.
@@ -126,8 +117,8 @@ pub(crate) enum Work {
     None,
 }
 
-impl Job {
-    pub fn new(id: JobId, spec: JobSpec, now: Instant) -> Job {
+impl<V: HeldValues> Job<V> {
+    pub fn new(id: JobId, spec: JobSpec, now: Instant) -> Job<V> {
         let mut job = Job {
             id,
             spec,
@@ -184,12 +175,12 @@ impl Job {
         Work::Chunk(index)
     }
 
-    pub fn chunk(&self, index: u64) -> Option<&Chunk> {
+    pub fn chunk(&self, index: u64) -> Option<&Chunk<V>> {
         let position = index.checked_sub(self.released_chunks)?;
         self.window.get(usize::try_from(position).ok()?)
     }
 
-    pub fn chunk_mut(&mut self, index: u64) -> Option<&mut Chunk> {
+    pub fn chunk_mut(&mut self, index: u64) -> Option<&mut Chunk<V>> {
         let position = index.checked_sub(self.released_chunks)?;
         self.window.get_mut(usize::try_from(position).ok()?)
     }
@@ -267,11 +258,11 @@ impl Job {
         &mut self,
         token: LeaseToken,
         summary: ChunkSummary,
-        values: Option<ChunkValues>,
+        values: Option<V>,
         worker: WorkerId,
         now: Instant,
     ) -> Accepted {
-        let held = summary.size_bytes() as u64 + values.as_ref().map_or(0, |v| v.len() as u64);
+        let held = summary.size_bytes() as u64 + values.as_ref().map_or(0, |v| v.byte_len() as u64);
         let Some(chunk) = self.chunk_mut(token.chunk) else {
             return Accepted::default();
         };
@@ -318,10 +309,10 @@ impl Job {
                 );
                 return true;
             }
-            if let Some(values_le) = values {
+            if let Some(values) = values {
                 self.ready.push_back(ValuesBatch {
                     offset: chunk.offset,
-                    values_le,
+                    values,
                 });
             }
         }
@@ -362,18 +353,17 @@ impl Job {
     }
 
     /// Takes released values, up to about `max_bytes` (at least one batch).
-    pub fn take_ready(&mut self, max_bytes: usize) -> Vec<ValuesBatch> {
+    pub fn take_ready(&mut self, max_bytes: usize) -> Vec<ValuesBatch<V>> {
         let mut taken = Vec::new();
         let mut bytes = 0;
         while let Some(batch) = self.ready.front() {
-            if !taken.is_empty() && bytes + batch.values_le.len() > max_bytes {
+            let len = batch.values.byte_len();
+            if !taken.is_empty() && bytes + len > max_bytes {
                 break;
             }
-            bytes += batch.values_le.len();
+            bytes += len;
             if let Some(batch) = self.ready.pop_front() {
-                self.buffered_bytes = self
-                    .buffered_bytes
-                    .saturating_sub(batch.values_le.len() as u64);
+                self.buffered_bytes = self.buffered_bytes.saturating_sub(len as u64);
                 taken.push(batch);
             }
         }

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use super::{Hub, status};
 use crate::scheduler::{JobId, JobOutcome, JobPoll, SubmitError, ValuesBatch};
 use crate::validate;
-use crate::values::ValueWriter;
+use crate::values::{ChunkValues, ValueWriter};
 
 /// Messages queued for a client. Each can be a whole chunk of values, so
 /// keep it short: the scheduler's window is where results wait.
@@ -168,18 +168,21 @@ enum ValueRoute {
 
 impl ValueRoute {
     /// Sends one released batch; false if the client is gone or stalled.
-    async fn send(&mut self, hub: &Hub, events: &FrameSender, batch: ValuesBatch) -> bool {
+    async fn send(
+        &mut self,
+        hub: &Hub,
+        events: &FrameSender,
+        batch: ValuesBatch<ChunkValues>,
+    ) -> bool {
         if !self.settle(hub, events).await {
             return false;
         }
         match self {
-            ValueRoute::Connection(writer) => {
-                writer.send(batch.values_le, CLIENT_STALL_TIMEOUT).await
-            }
+            ValueRoute::Connection(writer) => writer.send(batch.values, CLIENT_STALL_TIMEOUT).await,
             // Values in memory go on as they came: no copy. (An offer is
             // settled by now.)
             ValueRoute::Stream | ValueRoute::Offered { .. } => {
-                let values = match batch.values_le.into_memory() {
+                let values = match batch.values.into_memory() {
                     Ok(values) => values,
                     Err(error) => {
                         let status = Status::internal(format!("values were lost: {error}"));

@@ -27,7 +27,7 @@ pub use workers::WorkersApi;
 
 use crate::config::CoordinatorConfig;
 use crate::scheduler::{Departure, Effect, JobId, LeaseToken, Scheduler, WorkerId};
-use crate::values::ValueOffers;
+use crate::values::{ChunkValues, ValueOffers};
 
 /// Messages queued for one worker session. A worker only receives what it
 /// asked for (bounded by its demand, at most one grant per scheduler call)
@@ -61,7 +61,7 @@ enum Unsent {
 
 #[derive(Debug)]
 struct HubState {
-    scheduler: Scheduler,
+    scheduler: Scheduler<ChunkValues>,
     sessions: HashMap<WorkerId, Session>,
     job_wakers: HashMap<JobId, Arc<Notify>>,
 }
@@ -107,7 +107,10 @@ impl Hub {
     }
 
     /// Runs `f` on the scheduler, then carries out its effects.
-    pub fn with_scheduler<R>(&self, f: impl FnOnce(&mut Scheduler, Instant) -> R) -> R {
+    pub fn with_scheduler<R>(
+        &self,
+        f: impl FnOnce(&mut Scheduler<ChunkValues>, Instant) -> R,
+    ) -> R {
         let mut state = self.lock();
         let result = f(&mut state.scheduler, Instant::now());
         state.apply_effects();

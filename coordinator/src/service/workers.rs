@@ -332,7 +332,7 @@ fn handle(
 /// Hands one result, its values apart, to the scheduler; a result without
 /// a token ends the session.
 fn report(
-    s: &mut Scheduler,
+    s: &mut Scheduler<ChunkValues>,
     worker: WorkerId,
     result: v1::ChunkResult,
     values: ChunkValues,

@@ -21,6 +21,8 @@ pub mod to_client;
 
 use farm_net::wire::Payload;
 
+use crate::scheduler::HeldValues;
+
 pub use offers::{NoToken, ValueOffers};
 pub use to_client::ValueWriter;
 
@@ -85,6 +87,13 @@ impl ChunkValues {
                 .read_all()
                 .map(|bytes| Payload::from(bytes::Bytes::from(bytes))),
         }
+    }
+}
+
+/// The scheduler holds values as opaque handles and needs only their length.
+impl HeldValues for ChunkValues {
+    fn byte_len(&self) -> usize {
+        self.len()
     }
 }
 

@@ -21,7 +21,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use super::{JobId, Scheduler, WorkerId};
+use super::{HeldValues, JobId, Scheduler, WorkerId};
 
 /// A backup is worth it only if the idle worker would finish the chunk in
 /// under half the time its holder still needs.
@@ -37,7 +37,7 @@ struct Straggler {
     len: u64,
 }
 
-impl Scheduler {
+impl<V: HeldValues> Scheduler<V> {
     /// Gives each idle worker (it asks for work and holds none) a backup of
     /// the straggler expected to finish last, among those it would finish
     /// in well under the holder's remaining time.

@@ -4,13 +4,9 @@
 //! reference bit for bit.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
-use farm_catalog::grid::LEAF_LEN;
-use farm_catalog::summary::le_bytes;
 use proptest::prelude::*;
 
-use super::tests::{reference, report_for, spec};
 use super::*;
 
 const WORKERS: usize = 3;
@@ -37,7 +33,7 @@ enum Op {
     Undeliver {
         pick: usize,
     },
-    /// A paused worker's session drained.
+    /// A backlogged worker's session has room again.
     Resume {
         worker: usize,
     },
@@ -71,13 +67,13 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct Harness {
-    s: Scheduler,
+    s: TestScheduler,
     now: Instant,
     workers: Vec<WorkerId>,
     granted: Vec<(WorkerId, Lease)>,
     /// The grants of the last call, which may yet turn out undelivered.
     last_grants: Vec<(WorkerId, Vec<LeaseToken>)>,
-    reports: HashMap<(u64, u64), ChunkReport>,
+    reports: HashMap<(u64, u64), ChunkReport<Vec<u8>>>,
     job: JobId,
     values: Vec<u8>,
     outcome: Option<JobOutcome>,
@@ -86,7 +82,7 @@ struct Harness {
 impl Harness {
     fn new(spec: JobSpec) -> Harness {
         let now = Instant::now();
-        let mut s = Scheduler::new(SchedulerConfig {
+        let mut s = TestScheduler::new(SchedulerConfig {
             max_attempts: u32::MAX,
             ..SchedulerConfig::default()
         });
@@ -146,19 +142,14 @@ impl Harness {
         }
     }
 
-    fn report(&mut self, lease: &Lease) -> ChunkReport {
+    fn report(&mut self, lease: &Lease) -> ChunkReport<Vec<u8>> {
         let report = self
             .reports
             .entry((lease.offset, lease.len))
             .or_insert_with(|| report_for(lease));
         ChunkReport {
             summary: report.summary.clone(),
-            values: report
-                .values
-                .as_ref()
-                .and_then(ChunkValues::memory)
-                .cloned()
-                .map(ChunkValues::from),
+            values: report.values.clone(),
             compute: report.compute,
         }
     }
@@ -212,8 +203,7 @@ impl Harness {
                 self.values.len() as u64,
                 "values out of order"
             );
-            let values = batch.values_le.memory().expect("values in memory");
-            self.values.extend_from_slice(&values.joined());
+            self.values.extend_from_slice(&batch.values);
         }
         self.outcome = poll.outcome;
     }

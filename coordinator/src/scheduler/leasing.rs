@@ -1,0 +1,150 @@
+//! Leasing: demand adds up until granted, hungry workers are served in
+//! turn, running jobs are taken in turn for each lease, and grants that
+//! could not be delivered are taken back.
+
+use std::ops::Bound;
+use std::time::Instant;
+
+use farm_catalog::Function;
+
+use super::job::Work;
+use super::policy::Sizing;
+use super::{HeldValues, LeaseToken, Scheduler, WorkerId};
+
+/// A lease as sent to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub token: LeaseToken,
+    pub function: Function,
+    pub job_start: u64,
+    pub offset: u64,
+    pub len: u64,
+    pub stream_values: bool,
+}
+
+impl<V: HeldValues> Scheduler<V> {
+    /// The caller could not queue these granted leases for `worker` (its
+    /// session is full or gone). They never reached it, so they are taken
+    /// back as if never granted: they go to other workers without using up
+    /// a try, the worker's demand for them stands, and it gets no more
+    /// grants until [`Scheduler::resume_grants`].
+    pub fn undelivered(&mut self, worker: WorkerId, tokens: &[LeaseToken], now: Instant) {
+        let mut taken_back = 0;
+        for token in tokens {
+            let Some(entry) = self.workers.get_mut(&worker) else {
+                break;
+            };
+            let Some(position) = entry.leases.iter().position(|t| t == token) else {
+                continue;
+            };
+            entry.leases.remove(position);
+            let Some(backup) = self
+                .jobs
+                .get_mut(&token.job)
+                .and_then(|job| job.lease_undelivered(token.chunk, token.attempt))
+            else {
+                continue;
+            };
+            taken_back += 1;
+            self.counters.leases_undelivered += 1;
+            self.counters.leases_granted = self.counters.leases_granted.saturating_sub(1);
+            if backup {
+                self.counters.backups_granted = self.counters.backups_granted.saturating_sub(1);
+            }
+        }
+        self.update_worker(worker, |entry| {
+            entry.demand = entry.demand.saturating_add(taken_back);
+            entry.backlogged = true;
+        });
+        self.assign(now);
+    }
+
+    /// The worker's session has room again: it takes grants as before.
+    pub fn resume_grants(&mut self, worker: WorkerId, now: Instant) {
+        if self.update_worker(worker, |entry| entry.backlogged = false) {
+            self.assign(now);
+        }
+    }
+
+    /// Grants work to the workers with demand, each in turn: a worker gets
+    /// as much of its demand as there is work for, in one grant, and the
+    /// next call resumes with the worker that was left short, so over time
+    /// every hungry worker is served, whatever its number. For each lease
+    /// the running jobs are taken in turn after a rotating cursor.
+    pub(super) fn assign(&mut self, now: Instant) {
+        while let Some(worker) = self.next_hungry() {
+            let sizing = self.sizing(worker);
+            let mut leases = Vec::new();
+            while self.workers.get(&worker).is_some_and(|w| w.demand > 0) {
+                let Some(lease) = self.next_lease(worker, sizing, now) else {
+                    // No job has work now: start with this worker next time.
+                    self.assign_cursor = worker;
+                    self.queue_grant(worker, leases);
+                    return;
+                };
+                self.record_grant(worker, lease.token);
+                leases.push(lease);
+            }
+            // Served in full: the next one's turn. (Removing it is a no-op
+            // that makes sure the loop ends.)
+            self.hungry.remove(&worker);
+            self.assign_cursor = WorkerId(worker.0.saturating_add(1));
+            self.queue_grant(worker, leases);
+        }
+    }
+
+    /// The first hungry worker from the cursor on, wrapping around.
+    fn next_hungry(&self) -> Option<WorkerId> {
+        self.hungry
+            .range(self.assign_cursor..)
+            .next()
+            .or_else(|| self.hungry.first())
+            .copied()
+    }
+
+    pub(super) fn record_grant(&mut self, worker: WorkerId, token: LeaseToken) {
+        self.update_worker(worker, |entry| {
+            entry.demand = entry.demand.saturating_sub(1);
+            entry.leases.push(token);
+        });
+        self.counters.leases_granted += 1;
+    }
+
+    /// What chunk sizing knows about `worker`.
+    fn sizing(&self, worker: WorkerId) -> Sizing {
+        let Some(entry) = self.workers.get(&worker) else {
+            return Sizing {
+                share: 1.0,
+                speed: None,
+            };
+        };
+        Sizing {
+            share: self.cluster.share(entry.speed, entry.info.threads),
+            speed: self.cluster.estimate(entry.speed, entry.info.threads),
+        }
+    }
+
+    /// The next lease for `worker`, taking jobs in turn after the cursor.
+    fn next_lease(&mut self, worker: WorkerId, sizing: Sizing, now: Instant) -> Option<Lease> {
+        let window = self.config.window;
+        let mut cursor = self.job_cursor;
+        for _ in 0..self.jobs.len() {
+            let next = self
+                .jobs
+                .range((Bound::Excluded(cursor), Bound::Unbounded))
+                .next()
+                .or_else(|| self.jobs.first_key_value())
+                .map(|(id, _)| *id)?;
+            cursor = next;
+            let Some(job) = self.jobs.get_mut(&next) else {
+                continue;
+            };
+            let Work::Chunk(index) = job.next_work(&window, sizing) else {
+                continue;
+            };
+            self.job_cursor = next;
+            return job.lease(index, worker, now, false);
+        }
+        None
+    }
+}
