@@ -98,7 +98,7 @@ impl JobsApi {
         let (events, body) = FrameBody::response(JOB_STREAM_QUEUE);
         let hub = self.hub.clone();
         let span = tracing::info_span!("job", %job);
-        tokio::spawn(
+        self.hub.tasks().spawn(
             async move {
                 stream_job(&hub, job, &waker, &events, offer).await;
                 hub.lock().job_wakers.remove(&job);
@@ -204,7 +204,7 @@ impl ValueRoute {
             // A connection that arrived just in time is taken.
             biased;
             arrived = arrival => match arrived {
-                Ok(stream) => ValueRoute::Connection(ValueWriter::start(stream, CLIENT_STALL_TIMEOUT)),
+                Ok(stream) => ValueRoute::Connection(ValueWriter::start(stream, CLIENT_STALL_TIMEOUT, hub.tasks())),
                 Err(_) => ValueRoute::Stream,
             },
             () = tokio::time::sleep_until(*deadline) => {

@@ -122,7 +122,7 @@ impl WorkersApi {
 
         let hub = self.hub.clone();
         let span = tracing::info_span!("worker_session", %worker);
-        tokio::spawn(
+        self.hub.tasks().spawn(
             async move {
                 let reason = read_session(&hub, worker, &mut inbound, &mut results, &closed).await;
                 if let Some(offers) = hub.value_offers() {
@@ -178,7 +178,7 @@ impl ResultsLink {
             ResultsLink::Offered(arrival) => {
                 *self = match arrival.await {
                     Ok(stream) => {
-                        let reader = tokio::spawn(read_results(hub.clone(), worker, stream));
+                        let reader = hub.tasks().spawn(read_results(hub.clone(), worker, stream));
                         ResultsLink::Reading(AbortOnDropHandle::new(reader))
                     }
                     Err(_) => ResultsLink::Closed,
