@@ -142,9 +142,19 @@ pub fn in_process(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Connection, JoinHandle<()>), CoordinatorError> {
+    in_process_on(config, shutdown, TaskTracker::new())
+}
+
+/// Like [`in_process`], with the coordinator's tasks on `tasks`, where the
+/// caller can count them (a test that nothing runs beside them, say).
+pub fn in_process_on(
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    tasks: TaskTracker,
+) -> Result<(Connection, JoinHandle<()>), CoordinatorError> {
     config.validate()?;
     let stop = CancellationToken::new();
-    let hub = Arc::new(Hub::new(config.clone(), stop.clone()));
+    let hub = Arc::new(Hub::new(config.clone(), stop.clone()).with_tasks(tasks));
     hub.tasks()
         .spawn(tick_periodically(hub.clone(), config.tick));
     let routes = Routes::new(Routed(JobsApi::new(hub.clone())))

@@ -79,6 +79,10 @@ impl JobsApi {
     fn start_job(&self, request: &v1::SubmitJobRequest) -> Result<FrameBody, Status> {
         let spec =
             validate::job_spec(request, &self.hub.config().limits).map_err(|e| to_status(&e))?;
+        // As for worker sessions: no job (and its task) once stopping.
+        if self.hub.shutdown_token().is_cancelled() {
+            return Err(Status::unavailable("the coordinator is shutting down"));
+        }
         let waker = Arc::new(Notify::new());
         let job = {
             let mut state = self.hub.lock();

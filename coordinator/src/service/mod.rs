@@ -96,6 +96,14 @@ impl Hub {
         }
     }
 
+    /// Starts the coordinator's tasks on `tasks` (which the caller may
+    /// watch) instead of a tracker of its own.
+    #[must_use]
+    pub fn with_tasks(mut self, tasks: TaskTracker) -> Hub {
+        self.tasks = tasks;
+        self
+    }
+
     /// Lets jobs offer their clients value connections through `offers`.
     #[must_use]
     pub fn with_value_offers(mut self, offers: Arc<ValueOffers>) -> Hub {

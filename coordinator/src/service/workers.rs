@@ -83,6 +83,11 @@ impl WorkersApi {
             ));
         };
         let info = validate::worker_hello(&hello).map_err(|e| to_status(&e))?;
+        // In process, calls still arrive after shutdown began; a session
+        // opened now would start a task nobody waits for.
+        if self.hub.shutdown_token().is_cancelled() {
+            return Err(Status::unavailable("the coordinator is shutting down"));
+        }
 
         let (outbox, body) = FrameBody::response(SESSION_QUEUE);
         let closed = self.hub.shutdown_token().child_token();
