@@ -10,7 +10,9 @@
 //!
 //! [`run_tcp`] serves on a TCP listener until `shutdown` resolves;
 //! [`in_process`] serves calls made from the same process (the embedded
-//! cluster), with no listener at all.
+//! cluster), with no listener at all. Either starts every task of its own
+//! on one [`TaskTracker`] (the [`Hub`]'s) and ends only after they all
+//! have.
 
 pub mod config;
 mod listener;
@@ -21,6 +23,7 @@ pub mod values;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use farm_net::transport::{
     CONNECTION_WINDOW_BYTES, Connection, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES,
@@ -31,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::Connected;
@@ -39,6 +43,11 @@ pub use config::{ConfigError, CoordinatorConfig};
 use service::routes::Routed;
 use service::{Hub, JobsApi, WorkersApi};
 use values::ValueOffers;
+
+/// How long the coordinator's tasks may take to end once shutdown began:
+/// job streams tell their clients why they end (a bounded send), sessions
+/// and connections end at once.
+const TASKS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why the coordinator stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +59,9 @@ pub enum CoordinatorError {
 }
 
 /// Serves on a bound TCP listener until `shutdown` resolves, then ends
-/// every job stream and worker session and returns. The port serves gRPC,
-/// value and results connections (see [`values::ValueOffers`]).
+/// every job stream and worker session and returns once every task it
+/// started has ended. The port serves gRPC, value and results connections
+/// (see [`values::ValueOffers`]).
 pub async fn run_tcp(
     config: CoordinatorConfig,
     listener: TcpListener,
@@ -61,7 +71,8 @@ pub async fn run_tcp(
     let stop = CancellationToken::new();
     let offers = Arc::new(ValueOffers::default());
     let hub = Arc::new(Hub::new(config.clone(), stop.clone()).with_value_offers(offers.clone()));
-    let incoming = listener::sort_connections(listener, offers, hub.shutdown_token().clone());
+    let incoming =
+        listener::sort_connections(listener, offers, hub.shutdown_token().clone(), hub.tasks());
     serve(hub, stop, incoming, shutdown).await
 }
 
@@ -78,7 +89,8 @@ where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let ticker = tokio::spawn(tick_periodically(hub.clone(), hub.config().tick));
+    hub.tasks()
+        .spawn(tick_periodically(hub.clone(), hub.config().tick));
 
     let jobs = Routed(JobsApi::new(hub.clone()));
     let workers = Routed(WorkersApi::new(hub.clone()));
@@ -104,35 +116,59 @@ where
         })
         .await;
     hub.shutdown_token().cancel();
-    ticker.abort();
+    wait_for_tasks(hub.tasks()).await;
     served?;
     Ok(())
+}
+
+/// Waits, at most [`TASKS_TIMEOUT`], for every task on `tasks` to end
+/// (no new ones can start).
+async fn wait_for_tasks(tasks: &TaskTracker) {
+    tasks.close();
+    if tokio::time::timeout(TASKS_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(tasks = tasks.len(), timeout = ?TASKS_TIMEOUT, "stopped with tasks still running");
+    }
 }
 
 /// A coordinator serving calls made from this process: the returned
 /// [`Connection`] calls its routes directly, so messages (and the value
 /// buffers in them) are handed over without HTTP/2 or copies. It stops
 /// when `shutdown` resolves, ending every job stream and worker session;
-/// the task ends then.
+/// the returned task ends once every task the coordinator started has.
 pub fn in_process(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Connection, JoinHandle<()>), CoordinatorError> {
+    in_process_on(config, shutdown, TaskTracker::new())
+}
+
+/// Like [`in_process`], with the coordinator's tasks on `tasks`, where the
+/// caller can count them (a test that nothing runs beside them, say).
+pub fn in_process_on(
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    tasks: TaskTracker,
+) -> Result<(Connection, JoinHandle<()>), CoordinatorError> {
     config.validate()?;
     let stop = CancellationToken::new();
-    let hub = Arc::new(Hub::new(config.clone(), stop.clone()));
-    let ticker = tokio::spawn(tick_periodically(hub.clone(), config.tick));
-    let routes =
-        Routes::new(Routed(JobsApi::new(hub.clone()))).add_service(Routed(WorkersApi::new(hub)));
+    let hub = Arc::new(Hub::new(config.clone(), stop.clone()).with_tasks(tasks));
+    hub.tasks()
+        .spawn(tick_periodically(hub.clone(), config.tick));
+    let routes = Routes::new(Routed(JobsApi::new(hub.clone())))
+        .add_service(Routed(WorkersApi::new(hub.clone())));
+    // The caller's handle on the coordinator: not a task of its own.
     let task = tokio::spawn(async move {
         shutdown.await;
         stop.cancel();
-        ticker.abort();
+        wait_for_tasks(hub.tasks()).await;
     });
     Ok((Connection::in_process(routes), task))
 }
 
-async fn tick_periodically(hub: Arc<Hub>, tick: std::time::Duration) {
+async fn tick_periodically(hub: Arc<Hub>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::values::ValueOffers;
 
@@ -32,14 +33,17 @@ const HTTP2_QUEUE: usize = 64;
 const MAX_SORTING: usize = 1024;
 
 /// Accepts on `listener` until `stop`; yields the HTTP/2 connections and
-/// hands value and results connections to `offers`.
+/// hands value and results connections to `offers`. The accepting and
+/// sorting run on `tasks`, and end with `stop`.
 pub fn sort_connections(
     listener: TcpListener,
     offers: Arc<ValueOffers>,
     stop: CancellationToken,
+    tasks: &TaskTracker,
 ) -> ReceiverStream<std::io::Result<TcpStream>> {
     let (http2, incoming) = mpsc::channel(HTTP2_QUEUE);
-    tokio::spawn(async move {
+    let sorters = tasks.clone();
+    tasks.spawn(async move {
         let sorting = Arc::new(tokio::sync::Semaphore::new(MAX_SORTING));
         loop {
             let Ok(permit) = sorting.clone().acquire_owned().await else {
@@ -60,9 +64,13 @@ pub fn sort_connections(
                 }
             };
             configure(&stream);
-            let (http2, offers) = (http2.clone(), offers.clone());
-            tokio::spawn(async move {
-                sort(stream, &http2, &offers).await;
+            let (http2, offers, stop) = (http2.clone(), offers.clone(), stop.clone());
+            sorters.spawn(async move {
+                tokio::select! {
+                    () = sort(stream, &http2, &offers) => {}
+                    // A connection still silent at shutdown is not served.
+                    () = stop.cancelled() => {}
+                }
                 drop(permit);
             });
         }

@@ -4,7 +4,9 @@
 //! makes it stop taking work, finish or hand back what it holds, and
 //! return.
 //!
-//! - [`session`]: one connected session, hello to goodbye.
+//! - [`session`]: one connected session, hello to goodbye, opened by
+//!   [`handshake`]; it keeps its leases' books in [`leases`], computes
+//!   them with [`chunks`] and reports them as [`reports`] says.
 //! - [`compute`]: the bridge from async code to the compute threads.
 //! - [`backoff`]: reconnection delays.
 //! - [`faults`]: fault injection for end-to-end tests (`FARM_TEST_FAULTS`).
@@ -12,23 +14,34 @@
 
 pub mod backoff;
 pub mod buffers;
+mod chunks;
 pub mod compute;
 pub mod config;
 pub mod faults;
+mod handshake;
+mod leases;
+mod reports;
 mod results_connection;
 mod session;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use farm_net::transport::Connection;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::{ConfigError, WorkerConfig};
 
 use backoff::Backoff;
 use compute::ComputePool;
-use session::{SessionEnd, SessionError};
+use handshake::SessionError;
+use session::SessionEnd;
+
+/// How long the worker's own tasks may take to end once it has stopped
+/// (they end with the session that started them).
+const TASKS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the worker stopped without being asked to.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +58,8 @@ pub enum WorkerError {
 }
 
 /// Serves the coordinator behind `connection` until `drain` is cancelled
-/// and everything held is finished or handed back.
+/// and everything held is finished or handed back. Returns once every task
+/// it started has ended (or, should one hang, after a bounded wait).
 pub async fn run(
     config: WorkerConfig,
     connection: Connection,
@@ -75,10 +89,32 @@ pub async fn run_reporting(
         source,
     })?;
     let pool = Arc::new(pool);
+    let tasks = TaskTracker::new();
+    let served = serve(&config, &connection, &pool, &drain, &connected, &tasks).await;
+    tasks.close();
+    if tokio::time::timeout(TASKS_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(tasks = tasks.len(), timeout = ?TASKS_TIMEOUT, "stopped with tasks still running");
+    }
+    tracing::info!("stopped");
+    served
+}
+
+/// Runs sessions, reconnecting, until drained or refused.
+async fn serve(
+    config: &WorkerConfig,
+    connection: &Connection,
+    pool: &Arc<ComputePool>,
+    drain: &CancellationToken,
+    connected: &watch::Sender<bool>,
+    tasks: &TaskTracker,
+) -> Result<(), WorkerError> {
     let mut backoff = Backoff::default();
     let mut attempt = 1u32;
     while !drain.is_cancelled() {
-        let ended = session::run(connection.clone(), &config, &pool, &drain, &connected).await;
+        let ended = session::run(connection.clone(), config, pool, drain, connected, tasks).await;
         connected.send_replace(false);
         match ended {
             Ok(SessionEnd::Drained) => break,
@@ -117,6 +153,5 @@ pub async fn run_reporting(
             }
         }
     }
-    tracing::info!("stopped");
     Ok(())
 }

@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser};
 use farm_worker::WorkerConfig;
 use farm_worker::faults::{self, Faults};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A farm worker: computes chunks of map jobs on every core of this machine.
 #[derive(Debug, Parser)]
@@ -105,22 +106,42 @@ async fn serve(args: Args, faults: Faults) -> anyhow::Result<()> {
     let drain = CancellationToken::new();
     farm_setup::stop_on_signals("farm-worker", drain.clone());
     let (connected, connection) = tokio::sync::watch::channel(false);
+    let tasks = TaskTracker::new();
     if let Some(address) = args.health_listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|e| anyhow::anyhow!("cannot serve health checks on {address}: {e}"))?;
-        tokio::spawn(serve_health(listener, connection, drain.clone()));
+        tasks.spawn(serve_health(listener, connection, drain.clone()));
     }
-    farm_worker::run_reporting(config, endpoint.connect_lazy().into(), drain, connected).await?;
+    let served = farm_worker::run_reporting(
+        config,
+        endpoint.connect_lazy().into(),
+        drain.clone(),
+        connected,
+    )
+    .await;
+    // Refused, say: the health service stops too.
+    drain.cancel();
+    tasks.close();
+    if tokio::time::timeout(HEALTH_STOP_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the health service did not stop within {HEALTH_STOP_TIMEOUT:?}");
+    }
+    served?;
     Ok(())
 }
 
+/// How long the health service may take to stop after the worker.
+const HEALTH_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves `grpc.health.v1.Health`, following the connection to the
-/// coordinator, until the worker stops.
+/// coordinator, until the worker drains.
 async fn serve_health(
     listener: tokio::net::TcpListener,
     mut connection: tokio::sync::watch::Receiver<bool>,
-    stop: CancellationToken,
+    drain: CancellationToken,
 ) {
     use tonic_health::ServingStatus;
     let (health, service) = tonic_health::server::health_reporter();
@@ -137,12 +158,12 @@ async fn serve_health(
             }
         }
     };
-    tokio::spawn(follow);
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    let served = tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-        .await;
+        .serve_with_incoming_shutdown(incoming, drain.cancelled_owned());
+    // Following ends when the worker drops its end of `connection`.
+    let ((), served) = tokio::join!(follow, serving);
     if let Err(err) = served {
         tracing::warn!(%err, "the health service stopped");
     }

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 /// How long opening the connection (connect, hello, answer) may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,11 +43,12 @@ pub(crate) struct ResultsConnection {
 
 impl ResultsConnection {
     /// Opens the connection the coordinator at `address` offered this
-    /// worker and claims it with `token`.
+    /// worker and claims it with `token`; its writer runs on `tasks`.
     pub(crate) async fn open(
         address: &str,
         worker_id: u64,
         token: Token,
+        tasks: &TaskTracker,
     ) -> io::Result<ResultsConnection> {
         let hello = Hello {
             purpose: Purpose::ChunkResults,
@@ -70,7 +71,7 @@ impl ResultsConnection {
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         let (queue, results) = mpsc::channel(QUEUE);
         let ended = CancellationToken::new();
-        let writer = tokio::spawn({
+        let writer = tasks.spawn({
             let ended = ended.clone();
             async move {
                 let written = write_results(stream, results).await;

@@ -79,6 +79,10 @@ impl JobsApi {
     fn start_job(&self, request: &v1::SubmitJobRequest) -> Result<FrameBody, Status> {
         let spec =
             validate::job_spec(request, &self.hub.config().limits).map_err(|e| to_status(&e))?;
+        // As for worker sessions: no job (and its task) once stopping.
+        if self.hub.shutdown_token().is_cancelled() {
+            return Err(Status::unavailable("the coordinator is shutting down"));
+        }
         let waker = Arc::new(Notify::new());
         let job = {
             let mut state = self.hub.lock();
@@ -98,7 +102,7 @@ impl JobsApi {
         let (events, body) = FrameBody::response(JOB_STREAM_QUEUE);
         let hub = self.hub.clone();
         let span = tracing::info_span!("job", %job);
-        tokio::spawn(
+        self.hub.tasks().spawn(
             async move {
                 stream_job(&hub, job, &waker, &events, offer).await;
                 hub.lock().job_wakers.remove(&job);
@@ -207,7 +211,7 @@ impl ValueRoute {
             // A connection that arrived just in time is taken.
             biased;
             arrived = arrival => match arrived {
-                Ok(stream) => ValueRoute::Connection(ValueWriter::start(stream, CLIENT_STALL_TIMEOUT)),
+                Ok(stream) => ValueRoute::Connection(ValueWriter::start(stream, CLIENT_STALL_TIMEOUT, hub.tasks())),
                 Err(_) => ValueRoute::Stream,
             },
             () = tokio::time::sleep_until(*deadline) => {

@@ -21,6 +21,7 @@ use farm_proto::v1;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use jobs::JobsApi;
 pub use workers::WorkersApi;
@@ -73,6 +74,9 @@ pub struct Hub {
     config: CoordinatorConfig,
     /// Cancelled when the coordinator shuts down.
     shutdown: CancellationToken,
+    /// Every task the coordinator starts, so that it can wait for them
+    /// all before it returns.
+    tasks: TaskTracker,
     /// Value connections, when clients can open them (a TCP listener).
     value_offers: Option<Arc<ValueOffers>>,
 }
@@ -87,8 +91,17 @@ impl Hub {
             }),
             config,
             shutdown,
+            tasks: TaskTracker::new(),
             value_offers: None,
         }
+    }
+
+    /// Starts the coordinator's tasks on `tasks` (which the caller may
+    /// watch) instead of a tracker of its own.
+    #[must_use]
+    pub fn with_tasks(mut self, tasks: TaskTracker) -> Hub {
+        self.tasks = tasks;
+        self
     }
 
     /// Lets jobs offer their clients value connections through `offers`.
@@ -146,6 +159,11 @@ impl Hub {
 
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// Where the coordinator's tasks are started and waited for.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 }
 

@@ -83,6 +83,11 @@ impl WorkersApi {
             ));
         };
         let info = validate::worker_hello(&hello).map_err(|e| to_status(&e))?;
+        // In process, calls still arrive after shutdown began; a session
+        // opened now would start a task nobody waits for.
+        if self.hub.shutdown_token().is_cancelled() {
+            return Err(Status::unavailable("the coordinator is shutting down"));
+        }
 
         let (outbox, body) = FrameBody::response(SESSION_QUEUE);
         let closed = self.hub.shutdown_token().child_token();
@@ -122,7 +127,7 @@ impl WorkersApi {
 
         let hub = self.hub.clone();
         let span = tracing::info_span!("worker_session", %worker);
-        tokio::spawn(
+        self.hub.tasks().spawn(
             async move {
                 let reason = read_session(&hub, worker, &mut inbound, &mut results, &closed).await;
                 if let Some(offers) = hub.value_offers() {
@@ -178,7 +183,7 @@ impl ResultsLink {
             ResultsLink::Offered(arrival) => {
                 *self = match arrival.await {
                     Ok(stream) => {
-                        let reader = tokio::spawn(read_results(hub.clone(), worker, stream));
+                        let reader = hub.tasks().spawn(read_results(hub.clone(), worker, stream));
                         ResultsLink::Reading(AbortOnDropHandle::new(reader))
                     }
                     Err(_) => ResultsLink::Closed,

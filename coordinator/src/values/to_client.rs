@@ -7,7 +7,7 @@ use farm_net::side_connection::ACCEPTED;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use super::ChunkValues;
 
@@ -27,14 +27,15 @@ pub struct ValueWriter {
 }
 
 impl ValueWriter {
-    /// Accepts `stream` (the one-byte answer) and starts writing to it;
-    /// a write that moves nothing for `stall` breaks the connection.
+    /// Accepts `stream` (the one-byte answer) and starts writing to it on
+    /// a task of `tasks`; a write that moves nothing for `stall` breaks the
+    /// connection.
     // Only piped values (Linux) need `stall` here; writes of values in
     // memory are bounded by the caller's `send` and `finish`.
     #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
-    pub fn start(mut stream: TcpStream, stall: Duration) -> ValueWriter {
+    pub fn start(mut stream: TcpStream, stall: Duration, tasks: &TaskTracker) -> ValueWriter {
         let (queue, mut batches) = mpsc::channel::<ChunkValues>(WRITE_QUEUE);
-        let task = tokio::spawn(async move {
+        let task = tasks.spawn(async move {
             stream.write_all(&[ACCEPTED]).await?;
             while let Some(batch) = batches.recv().await {
                 match batch {
