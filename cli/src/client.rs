@@ -199,8 +199,17 @@ async fn follow_job(
     let mut next_offset = 0u64;
     let mut value_connection = false;
     loop {
-        let message = tokio::time::timeout(STREAM_SILENCE_TIMEOUT, stream.message_with_payload())
-            .await
+        let next = tokio::time::timeout(STREAM_SILENCE_TIMEOUT, stream.message_with_payload());
+        // A writer that stopped (a reader of stdout that left) ends the
+        // job now: returning drops the job's stream, and the coordinator
+        // cancels the job.
+        let message = tokio::select! {
+            message = next => message,
+            () = writer_stopped(values) => {
+                return Err(ClientError::Output("the output writer stopped".into()));
+            }
+        };
+        let message = message
             .map_err(|_| ClientError::Lost {
                 address: address.to_owned(),
                 reason: format!("no word for {} s", STREAM_SILENCE_TIMEOUT.as_secs()),
@@ -253,6 +262,14 @@ async fn follow_job(
                 return finished_report(job_id, finished, request, received);
             }
         }
+    }
+}
+
+/// Completes once `values`' writer has stopped; never without one.
+async fn writer_stopped(values: Option<&ValueWriter>) {
+    match values {
+        Some(values) => values.stopped().await,
+        None => std::future::pending().await,
     }
 }
 

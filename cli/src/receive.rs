@@ -15,6 +15,7 @@ use farm_proto::value_connection::{ACCEPTED, Hello, Purpose, Token};
 use farm_proto::wire::Payload;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::output::{OutputError, Sink};
@@ -50,12 +51,18 @@ pub struct ValueWriter {
     /// The value connection being read, so it can be shut when the job
     /// fails: that ends the thread's blocking read.
     connection: Arc<Mutex<Option<TcpStream>>>,
+    /// Cancelled when the thread ends, however it ends.
+    stopped: CancellationToken,
 }
 
 impl ValueWriter {
     pub fn start(mut sink: Sink) -> ValueWriter {
         let (queue, mut incoming) = mpsc::channel::<Incoming>(WRITE_QUEUE);
+        let stopped = CancellationToken::new();
+        let stopped_guard = stopped.clone().drop_guard();
         let thread = std::thread::spawn(move || {
+            // Dropped however the thread ends, a panic included.
+            let _stopped = stopped_guard;
             while let Some(next) = incoming.blocking_recv() {
                 match next {
                     Incoming::Batch(batch) => sink.write_pieces(batch.parts())?,
@@ -75,7 +82,20 @@ impl ValueWriter {
             thread,
             opening: Mutex::new(None),
             connection: Arc::new(Mutex::new(None)),
+            stopped,
         }
+    }
+
+    /// Completes once the writer has stopped. Before [`finish`] that means
+    /// it failed (a full disk, a reader of stdout that left): the job must
+    /// end at once, whichever route its values take. Values on a value
+    /// connection never pass through [`batch`], so without this the job's
+    /// stream would not notice.
+    ///
+    /// [`finish`]: ValueWriter::finish
+    /// [`batch`]: ValueWriter::batch
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
     }
 
     /// Queues the next values from the job's stream; false if the writer
@@ -123,6 +143,7 @@ impl ValueWriter {
             thread,
             opening,
             connection,
+            stopped: _,
         } = self;
         if !job_finished {
             drop(lock(&opening).take());
