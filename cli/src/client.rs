@@ -8,14 +8,17 @@ use farm_net::peer;
 use farm_net::side_connection::Token;
 use farm_net::transport::Connection;
 use farm_net::wire::{self, Encoded, FrameBody};
-use farm_proto::error::{ErrorKind, describe};
 use farm_proto::method;
 use farm_proto::v1::job_service_client::JobServiceClient;
 use farm_proto::v1::submit_job_response::Event;
 use farm_proto::{PROTOCOL_VERSION, v1};
 use tonic::Status;
 
-use crate::receive::ValueWriter;
+use crate::receive::OutputWriter;
+
+mod error;
+
+pub use error::{ClientError, Lost, Unexpected, Unreachable};
 
 /// How long connecting and having the job accepted may take. (The TCP
 /// connect alone is bounded by the endpoint's shorter timeout; this also
@@ -64,84 +67,6 @@ pub struct JobReport {
     pub attempts: u64,
 }
 
-/// Why a job did not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot reach the coordinator at {address}: {reason}")]
-    Unreachable { address: String, reason: String },
-    #[error("the coordinator refused the job: {0}")]
-    Invalid(String),
-    #[error("{0}")]
-    ProtocolMismatch(String),
-    #[error("{0}")]
-    JobFailed(String),
-    #[error("the coordinator is busy: {0}")]
-    Busy(String),
-    #[error("lost the coordinator at {address}: {reason}")]
-    Lost { address: String, reason: String },
-    #[error("the coordinator sent something unexpected: {0}")]
-    Protocol(String),
-    #[error("{0}")]
-    Output(String),
-    #[error("{0}")]
-    NotFound(String),
-}
-
-impl ClientError {
-    /// The kind of failure, which decides the exit code.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            ClientError::Unreachable { .. } | ClientError::Lost { .. } => ErrorKind::Unavailable,
-            ClientError::Invalid(_) => ErrorKind::InvalidArgument,
-            ClientError::ProtocolMismatch(_) => ErrorKind::ProtocolMismatch,
-            ClientError::JobFailed(_) => ErrorKind::JobFailed,
-            ClientError::Busy(_) => ErrorKind::ResourceExhausted,
-            ClientError::NotFound(_) => ErrorKind::NotFound,
-            ClientError::Protocol(_) | ClientError::Output(_) => ErrorKind::Internal,
-        }
-    }
-
-    /// `job` is the job the coordinator accepted, if it got that far.
-    fn from_status(status: &Status, address: &str, job: Option<u64>) -> ClientError {
-        let started = job.is_some();
-        if let Some(not_farm) = peer::not_a_coordinator_by_status(status) {
-            let address = address.to_owned();
-            // A peer that accepted the job is a coordinator: a broken
-            // connection now means it died or the network failed.
-            return match job {
-                Some(job) => ClientError::Lost {
-                    address,
-                    reason: format!(
-                        "the connection broke ({}); job {job} is lost: submit it again",
-                        describe(status)
-                    ),
-                },
-                None => ClientError::Unreachable {
-                    address,
-                    reason: format!("it is not a farm coordinator ({not_farm})"),
-                },
-            };
-        }
-        let message = status.message().to_owned();
-        match ErrorKind::of_code(status.code()) {
-            ErrorKind::InvalidArgument => ClientError::Invalid(message),
-            ErrorKind::ProtocolMismatch => ClientError::ProtocolMismatch(message),
-            ErrorKind::JobFailed => ClientError::JobFailed(message),
-            ErrorKind::ResourceExhausted => ClientError::Busy(message),
-            ErrorKind::Unavailable | ErrorKind::Cancelled if !started => ClientError::Unreachable {
-                address: address.to_owned(),
-                reason: describe(status),
-            },
-            ErrorKind::Unavailable | ErrorKind::Cancelled => ClientError::Lost {
-                address: address.to_owned(),
-                reason: describe(status),
-            },
-            ErrorKind::NotFound => ClientError::NotFound(message),
-            ErrorKind::Internal => ClientError::Protocol(describe(status)),
-        }
-    }
-}
-
 /// Runs `request` on the coordinator behind `connection`, handing the
 /// ordered values (little-endian f64 bytes) to `values` as they come, or
 /// the value connection they come on. `address` names the coordinator in
@@ -150,7 +75,7 @@ pub async fn run_job(
     connection: Connection,
     address: &str,
     request: &JobRequest,
-    values: Option<&ValueWriter>,
+    values: Option<&OutputWriter>,
 ) -> Result<JobReport, ClientError> {
     name_non_coordinator(
         follow_job(connection, address, request, values).await,
@@ -162,17 +87,17 @@ pub async fn run_job(
 /// A peer that answered but broke the call may not be a coordinator at
 /// all; hyper does not always say so, so ask it directly.
 async fn explain_unreachable(err: ClientError, address: &str) -> ClientError {
-    if matches!(&err, ClientError::Unreachable { reason, .. } if reason.contains("not a farm coordinator"))
+    if let ClientError::Unreachable { cause, .. } = &err
+        && cause.is_not_a_coordinator()
     {
         return err;
     }
-    match peer::probe(peer::host_port(address), peer::PROBE_TIMEOUT).await {
-        peer::Peer::NotHttp2 => ClientError::Unreachable {
+    match peer::not_a_coordinator_by_probe(address).await {
+        Some(reason) => ClientError::Unreachable {
             address: address.to_owned(),
-            reason: "it is not a farm coordinator (it does not speak HTTP/2, so not gRPC)"
-                .to_owned(),
+            cause: Unreachable::NotACoordinator(reason),
         },
-        peer::Peer::Http2 | peer::Peer::Unknown => err,
+        None => err,
     }
 }
 
@@ -180,10 +105,10 @@ async fn follow_job(
     connection: Connection,
     address: &str,
     request: &JobRequest,
-    values: Option<&ValueWriter>,
+    values: Option<&OutputWriter>,
 ) -> Result<JobReport, ClientError> {
     let submit = Encoded::message(&request.message())
-        .map_err(|s| ClientError::from_status(&s, address, None))?;
+        .map_err(|s| ClientError::from_status(s, address, None))?;
     // farm's own framing: the values arrive as slices of the receive
     // buffer, in the pieces they arrived in, not copies (see
     // farm_net::wire).
@@ -197,19 +122,28 @@ async fn follow_job(
     let mut next_offset = 0u64;
     let mut value_connection = false;
     loop {
-        let message = tokio::time::timeout(STREAM_SILENCE_TIMEOUT, stream.message_with_payload())
-            .await
-            .map_err(|_| ClientError::Lost {
-                address: address.to_owned(),
-                reason: format!("no word for {} s", STREAM_SILENCE_TIMEOUT.as_secs()),
-            })?
-            .map_err(|s| ClientError::from_status(&s, address, job_id))?;
-        let Some((v1::SubmitJobResponse { event: Some(event) }, payload)) = message else {
-            return Err(ClientError::Lost {
-                address: address.to_owned(),
-                reason: "the job stream ended without a result".to_owned(),
-            });
+        let next = tokio::time::timeout(STREAM_SILENCE_TIMEOUT, stream.message_with_payload());
+        // A writer that stopped (a reader of stdout that left) ends the
+        // job now: returning drops the job's stream, and the coordinator
+        // cancels the job.
+        let message = tokio::select! {
+            message = next => message,
+            () = writer_stopped(values) => {
+                return Err(ClientError::OutputStopped { job: job_id });
+            }
         };
+        let lost = move |cause| ClientError::Lost {
+            address: address.to_owned(),
+            job: job_id,
+            cause,
+        };
+        let message = message
+            .map_err(|_| lost(Lost::Silent(STREAM_SILENCE_TIMEOUT)))?
+            .map_err(|s| ClientError::from_status(s, address, job_id))?;
+        let Some((v1::SubmitJobResponse { event: Some(event) }, payload)) = message else {
+            return Err(lost(Lost::StreamEnded));
+        };
+        let unexpected = move |what| ClientError::Unexpected { job: job_id, what };
         match event {
             Event::Accepted(accepted) => {
                 job_id = Some(accepted.job_id);
@@ -217,10 +151,10 @@ async fn follow_job(
                     let (Ok(token), Some(values)) =
                         (Token::try_from(&accepted.values_token[..]), values)
                     else {
-                        return Err(ClientError::Protocol(
-                            "a value connection that was not asked for, or a malformed token"
-                                .into(),
-                        ));
+                        return Err(ClientError::Unexpected {
+                            job: job_id,
+                            what: Unexpected::ValueConnection,
+                        });
                     };
                     values.open_connection(address, accepted.job_id, token);
                     value_connection = true;
@@ -229,20 +163,18 @@ async fn follow_job(
             Event::Progress(_) => {}
             Event::Values(batch) => {
                 if batch.offset != next_offset || payload.len() % 8 != 0 {
-                    return Err(ClientError::Protocol(format!(
-                        "values at offset {} ({} bytes) where offset {next_offset} was due",
-                        batch.offset,
-                        payload.len()
-                    )));
+                    return Err(unexpected(Unexpected::ValuesOutOfPlace {
+                        offset: batch.offset,
+                        bytes: payload.len(),
+                        due: next_offset,
+                    }));
                 }
                 next_offset += payload.len() as u64 / 8;
                 let Some(values) = values else {
-                    return Err(ClientError::Protocol(
-                        "values that were not asked for".into(),
-                    ));
+                    return Err(unexpected(Unexpected::UnaskedValues));
                 };
                 if !values.batch(payload).await {
-                    return Err(ClientError::Output("the output writer stopped".into()));
+                    return Err(ClientError::OutputStopped { job: job_id });
                 }
             }
             Event::Finished(finished) => {
@@ -254,36 +186,44 @@ async fn follow_job(
     }
 }
 
+/// Completes once `values`' writer has stopped; never without one.
+async fn writer_stopped(values: Option<&OutputWriter>) {
+    match values {
+        Some(values) => values.stopped().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn finished_report(
     job_id: Option<u64>,
     finished: v1::JobFinished,
     request: &JobRequest,
     values_received: Option<u64>,
 ) -> Result<JobReport, ClientError> {
-    let bad = |what: &str| ClientError::Protocol(what.to_owned());
+    let unexpected = |what| ClientError::Unexpected { job: job_id, what };
     let summary: Summary = finished
         .summary
-        .ok_or_else(|| bad("a finished job without a summary"))?
+        .ok_or_else(|| unexpected(Unexpected::NoSummary))?
         .try_into()
-        .map_err(|e: farm_proto::convert::BadDigest| bad(&e.to_string()))?;
+        .map_err(|e| unexpected(Unexpected::Digest(e)))?;
     if summary.n != request.n {
-        return Err(bad(&format!(
-            "a summary of {} elements for a job of {}",
-            summary.n, request.n
-        )));
+        return Err(unexpected(Unexpected::SummaryCount {
+            summarized: summary.n,
+            n: request.n,
+        }));
     }
     if let Some(received) = values_received
         && request.stream_values
         && received != request.n
     {
-        return Err(bad(&format!(
-            "{received} values streamed for a job of {}",
-            request.n
-        )));
+        return Err(unexpected(Unexpected::ValueCount {
+            received,
+            n: request.n,
+        }));
     }
     let stats = finished.stats.unwrap_or_default();
     Ok(JobReport {
-        job_id: job_id.ok_or_else(|| bad("a finished job that was never accepted"))?,
+        job_id: job_id.ok_or_else(|| unexpected(Unexpected::NeverAccepted))?,
         summary,
         chunks: stats.chunks,
         workers: stats.workers,
@@ -339,9 +279,9 @@ async fn opened<T>(
         .await
         .map_err(|_| ClientError::Unreachable {
             address: address.to_owned(),
-            reason: format!("no answer within {} s", OPEN_TIMEOUT.as_secs()),
+            cause: Unreachable::NoAnswer(OPEN_TIMEOUT),
         })?
-        .map_err(|s| ClientError::from_status(&s, address, None))
+        .map_err(|s| ClientError::from_status(s, address, None))
 }
 
 /// A tonic call's message.

@@ -1,23 +1,29 @@
-//! `farm`: parse the command line, run it, map errors to exit codes.
-//!
-//! Exit codes: 0 success (also when a reader of `--output -` closes the
-//! pipe early); 1 the job failed, or another error; 2 invalid input (a bad
-//! flag, or a request the coordinator refused as invalid); 3 the
-//! coordinator cannot be reached, was lost, or is busy; 130 interrupted.
+//! `farm`: parse the command line, run it, and exit with the code
+//! [`farm_cli::exit`] maps its outcome to.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 use farm_catalog::Function;
 use farm_cli::args::{Cli, Command, DigestArgs, HealthArgs, StatusArgs, SubmitArgs, WorkersArgs};
+use farm_cli::client::{self, ClientError};
+use farm_cli::exit::{self, CommandError};
 use farm_cli::output::{self, Destination};
 use farm_cli::report;
-use farm_cli::submit::{self, Mode, Submission, SubmitError};
-use farm_proto::error::ErrorKind;
+use farm_cli::submit::{self, Mode, Submission};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        // Help and version go to stdout and succeed; the rest is a bad
+        // flag or value.
+        let code = if err.use_stderr() {
+            exit::INVALID_INPUT
+        } else {
+            exit::SUCCESS
+        };
+        let _ = err.print();
+        std::process::exit(code.into())
+    });
     farm_setup::tune_allocator();
     // Only warnings by default: the output of `farm` is its result.
     farm_setup::init_tracing("warn");
@@ -28,61 +34,23 @@ fn main() -> ExitCode {
         Command::Status(args) => run_status(&args),
         Command::Health(args) => run_health(&args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            if let Some(message) = failure.message {
-                eprintln!("farm: {message}");
+    let code = match result {
+        Ok(()) => exit::SUCCESS,
+        Err(err) => {
+            let code = err.exit_code();
+            if code != exit::SUCCESS {
+                eprintln!("farm: {err}");
             }
-            ExitCode::from(failure.code)
+            code
         }
-    }
+    };
+    ExitCode::from(code)
 }
 
-/// A failed command: what to say and which exit code.
-struct Failure {
-    message: Option<String>,
-    code: u8,
-}
-
-impl Failure {
-    fn new(code: u8, message: impl ToString) -> Failure {
-        Failure {
-            message: Some(message.to_string()),
-            code,
-        }
-    }
-}
-
-fn kind_code(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::InvalidArgument | ErrorKind::ProtocolMismatch => 2,
-        ErrorKind::Unavailable | ErrorKind::ResourceExhausted => 3,
-        ErrorKind::JobFailed | ErrorKind::Cancelled | ErrorKind::NotFound | ErrorKind::Internal => {
-            1
-        }
-    }
-}
-
-impl From<SubmitError> for Failure {
-    fn from(err: SubmitError) -> Failure {
-        match &err {
-            SubmitError::Output(out) if out.is_broken_pipe() => Failure {
-                message: None,
-                code: 0,
-            },
-            SubmitError::Client(client) => Failure::new(kind_code(client.kind()), &err),
-            SubmitError::Address(_) => Failure::new(2, &err),
-            SubmitError::Interrupted => Failure::new(130, &err),
-            SubmitError::Output(_) | SubmitError::Local(_) => Failure::new(1, &err),
-        }
-    }
-}
-
-fn run_submit(args: SubmitArgs) -> Result<(), Failure> {
-    let function = Function::from_name(&args.function).map_err(|e| Failure::new(2, e))?;
+fn run_submit(args: SubmitArgs) -> Result<(), CommandError> {
+    let function = Function::from_name(&args.function)?;
     let threads = args.threads.map_or_else(all_cores, usize::from);
-    let output = args.output_spec().map_err(|e| Failure::new(2, e))?;
+    let output = args.output_spec().map_err(CommandError::OutputSpec)?;
     let to_stdout = output
         .as_ref()
         .is_some_and(|spec| spec.destination == Destination::Stdout);
@@ -96,13 +64,10 @@ fn run_submit(args: SubmitArgs) -> Result<(), Failure> {
         threads,
     };
     if args.start.checked_add(args.n.saturating_sub(1)).is_none() {
-        return Err(Failure::new(
-            2,
-            format!(
-                "--start {} with --n {} runs past the largest index, 2^64 - 1",
-                args.start, args.n
-            ),
-        ));
+        return Err(CommandError::PastLastIndex {
+            start: args.start,
+            n: args.n,
+        });
     }
     let finished = match submission.mode() {
         Mode::Local { .. } => submit::run_local(&submission)?,
@@ -128,65 +93,54 @@ fn run_submit(args: SubmitArgs) -> Result<(), Failure> {
             args.json,
         )
     };
-    printed.or_else(ignore_broken_pipe)
+    printed.map_err(CommandError::Print)
 }
 
-fn run_digest(args: &DigestArgs) -> Result<(), Failure> {
+fn run_digest(args: &DigestArgs) -> Result<(), CommandError> {
     let summary = if args.file == "-" {
         output::summarize_stdin(args.format)
     } else {
         output::summarize_file(std::path::Path::new(&args.file), args.format)
     }
-    .map_err(|e| Failure::new(1, e))?;
+    .map_err(CommandError::Digest)?;
     report::print_file_summary(&mut std::io::stdout(), &args.file, &summary, args.json)
-        .or_else(ignore_broken_pipe)
+        .map_err(CommandError::Print)
 }
 
-fn run_workers(args: &WorkersArgs) -> Result<(), Failure> {
-    let status = ask_coordinator(&args.coordinator.address, farm_cli::client::cluster_status)?;
-    report::print_cluster(&mut std::io::stdout(), &status, args.json).or_else(ignore_broken_pipe)
+fn run_workers(args: &WorkersArgs) -> Result<(), CommandError> {
+    let status = ask_coordinator(&args.coordinator.address, client::cluster_status)?;
+    report::print_cluster(&mut std::io::stdout(), &status, args.json).map_err(CommandError::Print)
 }
 
-fn run_status(args: &StatusArgs) -> Result<(), Failure> {
+fn run_status(args: &StatusArgs) -> Result<(), CommandError> {
     let status = ask_coordinator(&args.coordinator.address, |channel, address| {
-        farm_cli::client::job_status(channel, address, args.job)
+        client::job_status(channel, address, args.job)
     })?;
-    report::print_job_status(&mut std::io::stdout(), &status, args.json).or_else(ignore_broken_pipe)
+    report::print_job_status(&mut std::io::stdout(), &status, args.json)
+        .map_err(CommandError::Print)
 }
 
-fn run_health(args: &HealthArgs) -> Result<(), Failure> {
-    if ask_coordinator(&args.coordinator.address, farm_cli::client::serving)? {
-        println!("SERVING");
-        Ok(())
-    } else {
-        Err(Failure::new(
-            1,
-            format!("{} is not serving", args.coordinator.address),
-        ))
+fn run_health(args: &HealthArgs) -> Result<(), CommandError> {
+    let address = &args.coordinator.address;
+    if !ask_coordinator(address, client::serving)? {
+        return Err(CommandError::NotServing {
+            address: address.clone(),
+        });
     }
+    println!("SERVING");
+    Ok(())
 }
 
 /// Makes one call to the coordinator at `address`.
 fn ask_coordinator<'a, T, Fut>(
     address: &'a str,
     call: impl FnOnce(farm_net::transport::Connection, &'a str) -> Fut,
-) -> Result<T, Failure>
+) -> Result<T, CommandError>
 where
-    Fut: Future<Output = Result<T, farm_cli::client::ClientError>>,
+    Fut: Future<Output = Result<T, ClientError>>,
 {
-    let endpoint = farm_net::transport::endpoint(address).map_err(|e| Failure::new(2, e))?;
-    runtime()?
-        .block_on(async { call(endpoint.connect_lazy().into(), address).await })
-        .map_err(|e| Failure::new(kind_code(e.kind()), e))
-}
-
-fn ignore_broken_pipe(err: std::io::Error) -> Result<(), Failure> {
-    if err.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        let _ = std::io::stderr().flush();
-        Err(Failure::new(1, format!("cannot print the result: {err}")))
-    }
+    let endpoint = farm_net::transport::endpoint(address)?;
+    Ok(runtime()?.block_on(async { call(endpoint.connect_lazy().into(), address).await })?)
 }
 
 fn all_cores() -> usize {
@@ -198,10 +152,10 @@ fn all_cores() -> usize {
 /// rayon pool, writing output on its own thread). On one thread, the
 /// thousands of wake-ups a stream of values causes are function calls, not
 /// cross-thread signals: it measured 25-40 % less CPU than two threads.
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
     tokio::runtime::Builder::new_current_thread()
         .thread_name("farm-io")
         .enable_all()
         .build()
-        .map_err(|e| Failure::new(1, format!("cannot start the async runtime: {e}")))
+        .map_err(CommandError::Runtime)
 }

@@ -1,8 +1,9 @@
-//! Receiving a job's values: [`ValueWriter`] writes them to the output on
+//! Receiving a job's values: [`OutputWriter`] writes them to the output on
 //! a thread of its own, whether they come in the job's stream (batches
-//! from [`crate::client`]) or on a value connection of their own, which it
+//! the client hands it) or on a value connection of their own, which it
 //! opens when the coordinator offers one (see
-//! [`farm_net::side_connection`]).
+//! [`farm_net::side_connection`]). It knows nothing of jobs beyond
+//! that: the client and `farm submit` drive it.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -15,10 +16,10 @@ use farm_net::transport::CONNECT_TIMEOUT;
 use farm_net::wire::Payload;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::output::{OutputError, Sink};
-use crate::submit::SubmitError;
 
 /// Value batches (a chunk each, 8 MiB) waiting for the output writer:
 /// enough to keep it busy while the next one is decoded.
@@ -31,7 +32,7 @@ const VALUE_SILENCE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What reaches the writer thread.
 #[derive(Debug)]
-enum Incoming {
+enum WriterInput {
     /// The next values, from the job's stream.
     Batch(Payload),
     /// A value connection, its hello sent: if the coordinator accepts it,
@@ -42,24 +43,30 @@ enum Incoming {
 /// Writes a job's values to its output on a thread of its own, so disk or
 /// pipe writes never block the runtime.
 #[derive(Debug)]
-pub struct ValueWriter {
-    queue: mpsc::Sender<Incoming>,
+pub struct OutputWriter {
+    queue: mpsc::Sender<WriterInput>,
     thread: std::thread::JoinHandle<Result<(), OutputError>>,
     /// Opening the value connection, if one was offered.
     opening: Mutex<Option<AbortOnDropHandle<()>>>,
     /// The value connection being read, so it can be shut when the job
     /// fails: that ends the thread's blocking read.
     connection: Arc<Mutex<Option<TcpStream>>>,
+    /// Cancelled when the thread ends, however it ends.
+    stopped: CancellationToken,
 }
 
-impl ValueWriter {
-    pub fn start(mut sink: Sink) -> ValueWriter {
-        let (queue, mut incoming) = mpsc::channel::<Incoming>(WRITE_QUEUE);
+impl OutputWriter {
+    pub fn start(mut sink: Sink) -> OutputWriter {
+        let (queue, mut incoming) = mpsc::channel::<WriterInput>(WRITE_QUEUE);
+        let stopped = CancellationToken::new();
+        let stopped_guard = stopped.clone().drop_guard();
         let thread = std::thread::spawn(move || {
+            // Dropped however the thread ends, a panic included.
+            let _stopped = stopped_guard;
             while let Some(next) = incoming.blocking_recv() {
                 match next {
-                    Incoming::Batch(batch) => sink.write_pieces(batch.parts())?,
-                    Incoming::Connection(mut connection) => {
+                    WriterInput::Batch(batch) => sink.write_pieces(batch.parts())?,
+                    WriterInput::Connection(mut connection) => {
                         if accepted(&mut connection) {
                             sink.copy_from(&mut connection)?;
                         }
@@ -70,18 +77,31 @@ impl ValueWriter {
             // reports a short one.
             sink.finish()
         });
-        ValueWriter {
+        OutputWriter {
             queue,
             thread,
             opening: Mutex::new(None),
             connection: Arc::new(Mutex::new(None)),
+            stopped,
         }
     }
 
+    /// Completes once the writer has stopped. Before [`finish`] that means
+    /// it failed (a full disk, a reader of stdout that left): the job must
+    /// end at once, whichever route its values take. Values on a value
+    /// connection never pass through [`batch`], so without this the job's
+    /// stream would not notice.
+    ///
+    /// [`finish`]: OutputWriter::finish
+    /// [`batch`]: OutputWriter::batch
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
+    }
+
     /// Queues the next values from the job's stream; false if the writer
-    /// stopped (its error comes from [`finish`](ValueWriter::finish)).
+    /// stopped (its error comes from [`finish`](OutputWriter::finish)).
     pub async fn batch(&self, batch: Payload) -> bool {
-        self.queue.send(Incoming::Batch(batch)).await.is_ok()
+        self.queue.send(WriterInput::Batch(batch)).await.is_ok()
     }
 
     /// Opens the value connection the coordinator at `address` offered
@@ -102,7 +122,7 @@ impl ValueWriter {
                     if let Ok(shutter) = stream.try_clone() {
                         *lock(&connection) = Some(shutter);
                     }
-                    let _ = queue.send(Incoming::Connection(stream)).await;
+                    let _ = queue.send(WriterInput::Connection(stream)).await;
                 }
                 Err(error) => tracing::warn!(
                     %error,
@@ -117,12 +137,13 @@ impl ValueWriter {
     /// job did not finish, the value connection is shut first, and the
     /// writer's complaint that the output is short is not news, but its
     /// own failures (a full disk, a closed pipe) are.
-    pub async fn finish(self, job_finished: bool) -> Result<(), SubmitError> {
-        let ValueWriter {
+    pub async fn finish(self, job_finished: bool) -> Result<(), OutputError> {
+        let OutputWriter {
             queue,
             thread,
             opening,
             connection,
+            stopped: _,
         } = self;
         if !job_finished {
             drop(lock(&opening).take());
@@ -133,7 +154,7 @@ impl ValueWriter {
         drop(queue);
         let joined = tokio::task::spawn_blocking(move || thread.join()).await;
         let Ok(Ok(written)) = joined else {
-            return Err(SubmitError::Local("the output writer crashed".to_owned()));
+            return Err(OutputError::WriterCrashed);
         };
         match written {
             Err(OutputError::WrongCount { .. } | OutputError::ValueConnection { .. })
@@ -141,7 +162,7 @@ impl ValueWriter {
             {
                 Ok(())
             }
-            other => Ok(other?),
+            other => other,
         }
     }
 }
@@ -172,7 +193,7 @@ async fn open(address: &str, hello: Hello) -> std::io::Result<TcpStream> {
 /// Whether the coordinator accepted the connection. It answers only when
 /// the job's first values are ready, which may take as long as computing
 /// a chunk, so this waits without a timeout of its own: a job that fails
-/// meanwhile has its connection shut ([`ValueWriter::finish`]), and one
+/// meanwhile has its connection shut ([`OutputWriter::finish`]), and one
 /// that finishes was accepted. Once values flow, silence is bounded.
 fn accepted(connection: &mut TcpStream) -> bool {
     let mut answer = [0u8; 1];

@@ -10,13 +10,14 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use farm_catalog::{Function, Reducer, Summary, evaluate};
+use farm_catalog::{EvaluateError, Function, Reducer, ReducerError, Summary, evaluate};
+use farm_coordinator::CoordinatorError;
 use farm_net::transport;
 
 use crate::client::{self, ClientError, JobReport, JobRequest};
 use crate::embedded::EmbeddedCluster;
 use crate::output::{self, OutputError, OutputSpec};
-use crate::receive::ValueWriter;
+use crate::receive::OutputWriter;
 
 /// Jobs up to this many elements skip the cluster when none is named:
 /// computing 1 Mi square roots takes about a millisecond, less than
@@ -60,9 +61,10 @@ pub struct Finished {
     pub job_id: Option<u64>,
 }
 
-/// Why `farm submit` failed.
+/// Why running a job for `farm submit` failed. (Not the scheduler's
+/// refusal of a job, which reaches the client as a [`ClientError`].)
 #[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
+pub enum JobRunError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
@@ -71,8 +73,14 @@ pub enum SubmitError {
     Address(#[from] transport::BadAddress),
     #[error("interrupted; the job was cancelled")]
     Interrupted,
+    #[error("cannot start compute threads: {0}")]
+    ComputeThreads(#[source] rayon::ThreadPoolBuildError),
     #[error("{0}")]
-    Local(String),
+    Compute(#[source] EvaluateError),
+    #[error("{0}")]
+    Reduce(#[source] ReducerError),
+    #[error("cannot start the embedded coordinator: {0}")]
+    EmbeddedStart(#[source] CoordinatorError),
 }
 
 impl Submission {
@@ -108,7 +116,7 @@ impl Submission {
 }
 
 /// Runs a tiny job on this process's threads, without a runtime.
-pub fn run_local(submission: &Submission) -> Result<Finished, SubmitError> {
+pub fn run_local(submission: &Submission) -> Result<Finished, JobRunError> {
     let started = Instant::now();
     let mut sink = submission
         .output
@@ -118,18 +126,16 @@ pub fn run_local(submission: &Submission) -> Result<Finished, SubmitError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(submission.threads)
         .build()
-        .map_err(|e| SubmitError::Local(format!("cannot start compute threads: {e}")))?;
+        .map_err(JobRunError::ComputeThreads)?;
     let range: Range<u64> = 0..submission.n;
     let out = pool
         .install(|| evaluate(submission.function, submission.start, range, sink.is_some()))
-        .map_err(|e| SubmitError::Local(e.to_string()))?;
+        .map_err(JobRunError::Compute)?;
     let mut reducer = Reducer::new();
     reducer
         .push_chunk(submission.n, &out.summary)
-        .map_err(|e| SubmitError::Local(e.to_string()))?;
-    let summary = reducer
-        .finish(submission.n)
-        .map_err(|e| SubmitError::Local(e.to_string()))?;
+        .map_err(JobRunError::Reduce)?;
+    let summary = reducer.finish(submission.n).map_err(JobRunError::Reduce)?;
     if let (Some(sink), Some(values)) = (sink.as_mut(), out.values.as_ref()) {
         sink.write_batch(&farm_catalog::summary::le_bytes(values))?;
     }
@@ -148,7 +154,7 @@ pub fn run_local(submission: &Submission) -> Result<Finished, SubmitError> {
 }
 
 /// Runs a job on a cluster or the embedded one; Ctrl-C cancels it.
-pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError> {
+pub async fn run_remote(submission: &Submission) -> Result<Finished, JobRunError> {
     let started = Instant::now();
     let mode = submission.mode();
     let (connection, address, embedded) = match &mode {
@@ -158,9 +164,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
             None,
         ),
         Mode::Embedded { threads } | Mode::Local { threads } => {
-            let cluster = EmbeddedCluster::start(*threads).map_err(|e| {
-                SubmitError::Local(format!("cannot start the embedded coordinator: {e}"))
-            })?;
+            let cluster = EmbeddedCluster::start(*threads).map_err(JobRunError::EmbeddedStart)?;
             (
                 cluster.connection(),
                 "the embedded coordinator".to_owned(),
@@ -171,13 +175,13 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
     let writer = submission
         .output
         .as_ref()
-        .map(|spec| output::create(spec, submission.n).map(ValueWriter::start))
+        .map(|spec| output::create(spec, submission.n).map(OutputWriter::start))
         .transpose()?;
     let request = submission.request();
     let job = client::run_job(connection, &address, &request, writer.as_ref());
     let outcome = tokio::select! {
-        outcome = job => outcome.map_err(SubmitError::from),
-        () = farm_setup::shutdown_signal() => Err(SubmitError::Interrupted),
+        outcome = job => outcome.map_err(JobRunError::from),
+        () = farm_setup::shutdown_signal() => Err(JobRunError::Interrupted),
     };
     let report = finish_output(writer, outcome).await?;
     if let Some(cluster) = embedded {
@@ -197,16 +201,16 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, SubmitError
 /// Waits for the writer and decides which error, if any, the user sees:
 /// a writer's own error explains a failed job better than "output stopped".
 async fn finish_output(
-    writer: Option<ValueWriter>,
-    outcome: Result<JobReport, SubmitError>,
-) -> Result<JobReport, SubmitError> {
+    writer: Option<OutputWriter>,
+    outcome: Result<JobReport, JobRunError>,
+) -> Result<JobReport, JobRunError> {
     let Some(writer) = writer else {
         return outcome;
     };
     let written = writer.finish(outcome.is_ok()).await;
     match (outcome, written) {
         (Ok(report), Ok(())) => Ok(report),
-        (_, Err(err)) => Err(err),
+        (_, Err(err)) => Err(err.into()),
         (Err(err), Ok(())) => Err(err),
     }
 }

@@ -39,6 +39,13 @@ pub async fn not_a_coordinator(status: &Status, address: &str) -> Option<NotACoo
     if let Some(reason) = not_a_coordinator_by_status(status) {
         return Some(reason);
     }
+    not_a_coordinator_by_probe(address).await
+}
+
+/// Whether a probe of `address` (within [`PROBE_TIMEOUT`]) shows that the
+/// peer does not speak HTTP/2 at all. `None` when it does, or does not
+/// answer.
+pub async fn not_a_coordinator_by_probe(address: &str) -> Option<NotACoordinator> {
     match probe(host_port(address), PROBE_TIMEOUT).await {
         Peer::NotHttp2 => Some(NotACoordinator::NotHttp2),
         Peer::Http2 | Peer::Unknown => None,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use farm_cli::client::{self, ClientError, JobReport, JobRequest};
 use farm_cli::output::{self, Destination, OutputSpec};
-use farm_cli::receive::ValueWriter;
+use farm_cli::receive::OutputWriter;
 use farm_coordinator::CoordinatorConfig;
 use farm_net::transport;
 use farm_net::transport::Connection;
@@ -213,13 +213,13 @@ pub async fn run_on(
     let path = dir.path().join("values.bin");
     let spec = OutputSpec::new(Destination::File(path.clone()), None).expect("a .bin spec");
     let sink = output::create(&spec, request.n).expect("create the output file");
-    let writer = ValueWriter::start(sink);
+    let writer = OutputWriter::start(sink);
     let report = client::run_job(connection, address, request, Some(&writer)).await;
     let written = writer.finish(report.is_ok()).await;
     let report = report?;
-    if let Err(error) = written {
-        return Err(ClientError::Output(error.to_string()));
-    }
+    written.unwrap_or_else(|error| {
+        panic!("the job finished, but its values were not written: {error}")
+    });
     let values = std::fs::read(&path).expect("read the values back");
     Ok(JobRun { report, values })
 }

@@ -6,11 +6,11 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::read::{ReadValues, fill};
-use super::{OutputError, decode_le};
+use super::OutputError;
+use super::read_values::{ReadValues, decode_le, fill};
 
 /// Reads the values of a `.bin` file, block by block.
-pub(super) struct Reader<R> {
+pub(super) struct BinReader<R> {
     inner: R,
     path: PathBuf,
     /// One block of raw bytes, reused.
@@ -19,9 +19,9 @@ pub(super) struct Reader<R> {
     offset: u64,
 }
 
-impl<R: Read> Reader<R> {
-    pub(super) fn new(inner: R, path: &Path) -> Reader<R> {
-        Reader {
+impl<R: Read> BinReader<R> {
+    pub(super) fn new(inner: R, path: &Path) -> BinReader<R> {
+        BinReader {
             inner,
             path: path.to_path_buf(),
             bytes: Vec::new(),
@@ -30,7 +30,7 @@ impl<R: Read> Reader<R> {
     }
 }
 
-impl<R: Read> ReadValues for Reader<R> {
+impl<R: Read> ReadValues for BinReader<R> {
     fn read_values(&mut self, out: &mut Vec<f64>, max: usize) -> Result<(), OutputError> {
         self.bytes.resize(max * 8, 0);
         let got = fill(&mut self.inner, &mut self.bytes).map_err(|error| OutputError::Read {
@@ -53,15 +53,13 @@ impl<R: Read> ReadValues for Reader<R> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::read::summarize;
     use super::*;
-    use farm_catalog::summary::{le_bytes, summarize_values};
 
     #[test]
     fn reads_blocks_of_whole_values() {
         let values: Vec<f64> = (0..10).map(|i| f64::from(i).sqrt()).collect();
-        let bytes = le_bytes(&values);
-        let mut reader = Reader::new(&bytes[..], Path::new("x.bin"));
+        let bytes = farm_catalog::summary::le_bytes(&values);
+        let mut reader = BinReader::new(&bytes[..], Path::new("x.bin"));
         let mut out = Vec::new();
         reader.read_values(&mut out, 4).unwrap();
         assert_eq!(out.len(), 4);
@@ -69,28 +67,5 @@ mod tests {
         assert_eq!(out, values);
         reader.read_values(&mut out, 100).unwrap();
         assert_eq!(out.len(), 10);
-    }
-
-    #[test]
-    fn a_size_not_a_multiple_of_8_is_an_error() {
-        let bytes = [0u8; 8 * 5000 + 3];
-        let err = summarize(
-            &mut Reader::new(&bytes[..], Path::new("x.bin")),
-            Path::new("x.bin"),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "x.bin is 40003 bytes, not a whole number of 8-byte f64 values"
-        );
-    }
-
-    #[test]
-    fn empty_file_is_an_empty_output() {
-        let s = summarize(
-            &mut Reader::new(&[][..], Path::new("x.bin")),
-            Path::new("x.bin"),
-        );
-        assert!(s.unwrap().bit_identical(&summarize_values(&[])));
     }
 }

@@ -32,18 +32,18 @@
 //! ```
 
 mod bin;
+mod error;
 mod npy;
 mod read;
+mod read_values;
 mod sink;
 mod text;
 
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use farm_catalog::ReducerError;
-
+pub use error::OutputError;
 pub use read::{summarize_file, summarize_stdin};
 pub use sink::{Sink, SpliceSource, Writeback, create};
 
@@ -173,92 +173,6 @@ impl fmt::Display for Destination {
     }
 }
 
-/// Why an output file could not be written or read.
-///
-/// The underlying error is part of each message rather than a `source()`,
-/// so printing the chain (`{:#}` in anyhow) does not repeat it.
-#[derive(Debug, thiserror::Error)]
-pub enum OutputError {
-    #[error("the output file name is empty: give a file ending in {SUPPORTED}, or - for stdout")]
-    EmptyDestination,
-    #[error(
-        "cannot tell the format of {} from its extension: supported extensions are {SUPPORTED}; \
-         or name the format with --format npy, bin or text",
-        path.display()
-    )]
-    UnknownFormat { path: PathBuf },
-    #[error("cannot create {}: {error}", path.display())]
-    Create { path: PathBuf, error: io::Error },
-    #[error("cannot write {}: {error}", path.display())]
-    Write { path: PathBuf, error: io::Error },
-    #[error("--fsync needs --output FILE: stdout (-) cannot be synced to disk")]
-    FsyncStdout,
-    #[error("cannot sync {} to disk: {error}", path.display())]
-    Sync { path: PathBuf, error: io::Error },
-    #[error("cannot rename {} to {}: {error}", from.display(), to.display())]
-    Rename {
-        from: PathBuf,
-        to: PathBuf,
-        error: io::Error,
-    },
-    #[error("cannot open {}: {error}", path.display())]
-    Open { path: PathBuf, error: io::Error },
-    #[error("cannot read {}: {error}", path.display())]
-    Read { path: PathBuf, error: io::Error },
-    /// The reader of stdout went away (`farm submit ... --output - | head`):
-    /// a clean stop, not a failure.
-    #[error("stdout was closed by its reader")]
-    BrokenPipe,
-    #[error("cannot write {}: a batch of {len} bytes is not a whole number of f64 values", path.display())]
-    RaggedBatch { path: PathBuf, len: usize },
-    #[error("{}: expected {expected} values, got {got}", path.display())]
-    WrongCount {
-        path: PathBuf,
-        expected: u64,
-        got: u64,
-    },
-    /// The value connection broke or went silent while values were due.
-    #[error("the connection carrying the values failed: {error}")]
-    ValueConnection { error: io::Error },
-    #[error("{} is not a float64 .npy file farm can read: {reason}", path.display())]
-    Npy { path: PathBuf, reason: String },
-    #[error("{} is {len} bytes, not a whole number of 8-byte f64 values", path.display())]
-    BinLength { path: PathBuf, len: u64 },
-    #[error("{}:{line}: cannot read {text:?} as a number", path.display())]
-    Parse {
-        path: PathBuf,
-        line: u64,
-        text: String,
-    },
-    #[error("{}:{line}: empty line before the last value", path.display())]
-    BlankLine { path: PathBuf, line: u64 },
-    #[error("{}:{line}: line is longer than {max} bytes", path.display())]
-    LineTooLong {
-        path: PathBuf,
-        line: u64,
-        max: usize,
-    },
-    #[error("cannot summarize {}: {error}", path.display())]
-    Summary { path: PathBuf, error: ReducerError },
-}
-
-impl OutputError {
-    /// Whether this is the reader of stdout going away, which the caller
-    /// should treat as a clean exit.
-    pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, OutputError::BrokenPipe)
-    }
-}
-
-/// Decodes little-endian f64 bytes (a whole number of values) onto `out`.
-fn decode_le(bytes: &[u8], out: &mut Vec<f64>) {
-    out.extend(bytes.chunks_exact(8).map(|chunk| {
-        let mut value = [0u8; 8];
-        value.copy_from_slice(chunk);
-        f64::from_le_bytes(value)
-    }));
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -345,6 +259,7 @@ mod tests {
 
     #[test]
     fn io_errors_name_the_file() {
+        use std::io;
         let err = OutputError::Create {
             path: PathBuf::from("out.npy.partial"),
             error: io::Error::from(io::ErrorKind::PermissionDenied),
@@ -355,14 +270,5 @@ mod tests {
         );
         assert!(!err.is_broken_pipe());
         assert!(OutputError::BrokenPipe.is_broken_pipe());
-    }
-
-    #[test]
-    fn le_bytes_decode() {
-        let values = [0.0, -0.0, 1.5, f64::MAX, 5e-324, f64::NEG_INFINITY];
-        let mut out = Vec::new();
-        decode_le(&farm_catalog::summary::le_bytes(&values), &mut out);
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&out), bits(&values));
     }
 }

@@ -13,14 +13,11 @@ use std::path::Path;
 use farm_catalog::grid::LEAF_LEN;
 use farm_catalog::{LeafStats, Reducer, Summary};
 
-use super::{Format, OutputError, bin, npy, text};
-
-/// A file's values, in order, in blocks.
-pub(super) trait ReadValues {
-    /// Appends up to `max` values to `out`: exactly `max` unless the file
-    /// ends, after which nothing more is appended.
-    fn read_values(&mut self, out: &mut Vec<f64>, max: usize) -> Result<(), OutputError>;
-}
+use super::bin::BinReader;
+use super::npy::NpyReader;
+use super::read_values::ReadValues;
+use super::text::TextReader;
+use super::{Format, OutputError};
 
 /// What errors call stdin.
 const STDIN_NAME: &str = "<stdin>";
@@ -53,15 +50,15 @@ fn summarize_stream(
     format: Format,
 ) -> Result<Summary, OutputError> {
     match format {
-        Format::Npy => summarize(&mut npy::Reader::new(stream, path)?, path),
-        Format::Bin => summarize(&mut bin::Reader::new(stream, path), path),
-        Format::Text => summarize(&mut text::Reader::new(stream, path), path),
+        Format::Npy => summarize(&mut NpyReader::new(stream, path)?, path),
+        Format::Bin => summarize(&mut BinReader::new(stream, path), path),
+        Format::Text => summarize(&mut TextReader::new(stream, path), path),
     }
 }
 
 /// Folds `source` leaf by leaf into a summary of however many values it
 /// holds.
-pub(super) fn summarize(source: &mut dyn ReadValues, path: &Path) -> Result<Summary, OutputError> {
+fn summarize(source: &mut dyn ReadValues, path: &Path) -> Result<Summary, OutputError> {
     let summary_error = |error| OutputError::Summary {
         path: path.to_path_buf(),
         error,
@@ -84,49 +81,10 @@ pub(super) fn summarize(source: &mut dyn ReadValues, path: &Path) -> Result<Summ
     reducer.finish(reducer.elements()).map_err(summary_error)
 }
 
-/// Reads into `buf` until it is full or the reader is exhausted, returning
-/// how many bytes were read (fewer than `buf.len()` only at the end).
-pub(super) fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(got) => filled += got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    /// A reader that hands out at most 5 bytes per call, like a slow pipe.
-    struct Trickle<'a>(&'a [u8]);
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(5).min(self.0.len());
-            buf[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn fill_reads_until_full_or_end() {
-        let data: Vec<u8> = (0..23).collect();
-        let mut buf = [0u8; 16];
-        let mut reader = Trickle(&data);
-        assert_eq!(fill(&mut reader, &mut buf).unwrap(), 16);
-        assert_eq!(buf[..], data[..16]);
-        assert_eq!(fill(&mut reader, &mut buf).unwrap(), 7);
-        assert_eq!(buf[..7], data[16..]);
-        assert_eq!(fill(&mut reader, &mut buf).unwrap(), 0);
-    }
 
     #[test]
     fn missing_and_unknown_files_are_errors() {
@@ -146,5 +104,24 @@ mod tests {
             summarize_file(&unknown, Some(Format::Text)),
             Err(OutputError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn a_bin_size_not_a_multiple_of_8_is_an_error() {
+        let bytes = [0u8; 8 * 5000 + 3];
+        let path = Path::new("x.bin");
+        let err = summarize(&mut BinReader::new(&bytes[..], path), path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.bin is 40003 bytes, not a whole number of 8-byte f64 values"
+        );
+    }
+
+    #[test]
+    fn an_empty_bin_file_is_an_empty_output() {
+        let path = Path::new("x.bin");
+        let s = summarize(&mut BinReader::new(&[][..], path), path);
+        let empty = farm_catalog::summary::summarize_values(&[]);
+        assert!(s.unwrap().bit_identical(&empty));
     }
 }

@@ -4,16 +4,19 @@
 //! into place only once exactly `n` values have been written, so a failed or
 //! interrupted job leaves either nothing or a complete file.
 
-use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 mod from_socket;
+mod partial;
+mod target;
 mod writeback;
 
 use super::{Destination, Format, OutputError, OutputSpec, npy, text};
+use partial::PartialFile;
+use target::{Target, stdout_target};
 
 pub use from_socket::SpliceSource;
 pub use writeback::Writeback;
@@ -197,113 +200,11 @@ impl Sink {
     }
 }
 
-/// The stream a sink writes to.
-#[derive(Debug)]
-enum Target {
-    Stdout(io::Stdout),
-    /// A file, or standard output as a plain file handle; for `--fsync`,
-    /// with what of it is already on its way to disk.
-    File(File, Option<Writeback>),
-}
-
-/// Standard output, as a plain handle where the platform allows: Rust's
-/// `io::Stdout` is line-buffered, so it would search gigabytes of binary
-/// values for line ends and cut its writes at them.
-fn stdout_target() -> Target {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsFd;
-        if let Ok(handle) = io::stdout().as_fd().try_clone_to_owned() {
-            let file = File::from(handle);
-            grow_pipe_buffer(&file);
-            return Target::File(file, None);
-        }
-    }
-    Target::Stdout(io::stdout())
-}
-
-/// Widens a pipe to 1 MiB (Linux's limit for unprivileged processes): with
-/// the default 64 KiB, farm and the program reading it would take turns
-/// every 64 KiB of a gigabyte stream. Anything but a pipe is left alone.
-fn grow_pipe_buffer(file: &File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        const PIPE_BYTES: libc::c_int = 1 << 20;
-        // SAFETY: F_SETPIPE_SZ reads an int argument and touches no memory
-        // of ours; on a file or terminal it fails (EBADF), which is fine.
-        unsafe {
-            libc::fcntl(file.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES);
-        }
-    }
-    let _ = file;
-}
-
-impl Write for Target {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Target::Stdout(out) => out.write(buf),
-            Target::File(file, writeback) => {
-                let written = file.write(buf)?;
-                if let Some(writeback) = writeback {
-                    writeback.wrote(file, written as u64);
-                }
-                Ok(written)
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Target::Stdout(out) => out.flush(),
-            Target::File(file, _) => file.flush(),
-        }
-    }
-}
-
-/// A `<path>.partial` file, removed when dropped unless committed.
-#[derive(Debug)]
-struct PartialFile {
-    partial: PathBuf,
-    path: PathBuf,
-    committed: bool,
-}
-
-impl PartialFile {
-    fn new(path: &Path) -> PartialFile {
-        let mut partial = OsString::from(path.as_os_str());
-        partial.push(".partial");
-        PartialFile {
-            partial: PathBuf::from(partial),
-            path: path.to_path_buf(),
-            committed: false,
-        }
-    }
-
-    /// Renames the partial file to its final name.
-    fn commit(mut self) -> Result<(), OutputError> {
-        fs::rename(&self.partial, &self.path).map_err(|error| OutputError::Rename {
-            from: self.partial.clone(),
-            to: self.path.clone(),
-            error,
-        })?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for PartialFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            // Best effort: the job is already failing for another reason.
-            let _ = fs::remove_file(&self.partial);
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::fs;
+
     use super::super::summarize_file;
     use super::*;
     use farm_catalog::summary::{le_bytes, summarize_values};

@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::OutputError;
-use super::read::ReadValues;
+use super::read_values::ReadValues;
 
 /// Lines longer than this (newline included) are refused rather than
 /// buffered: no number needs anywhere near it, even written out in full.
@@ -75,7 +75,7 @@ fn format_lines(le_bytes: &[u8], text: &mut Vec<u8>) {
 }
 
 /// Reads the values of a text file, one per line.
-pub(super) struct Reader<R> {
+pub(super) struct TextReader<R> {
     inner: BufReader<R>,
     path: PathBuf,
     /// The current line, reused.
@@ -86,9 +86,9 @@ pub(super) struct Reader<R> {
     blank_since: Option<u64>,
 }
 
-impl<R: Read> Reader<R> {
-    pub(super) fn new(inner: R, path: &Path) -> Reader<R> {
-        Reader {
+impl<R: Read> TextReader<R> {
+    pub(super) fn new(inner: R, path: &Path) -> TextReader<R> {
+        TextReader {
             inner: BufReader::with_capacity(64 * 1024, inner),
             path: path.to_path_buf(),
             line: Vec::new(),
@@ -122,7 +122,7 @@ impl<R: Read> Reader<R> {
     }
 }
 
-impl<R: Read> ReadValues for Reader<R> {
+impl<R: Read> ReadValues for TextReader<R> {
     fn read_values(&mut self, out: &mut Vec<f64>, max: usize) -> Result<(), OutputError> {
         let mut appended = 0;
         while appended < max && self.next_line()? {
@@ -172,7 +172,7 @@ mod tests {
     }
 
     fn read_text(text: &str) -> Result<Vec<f64>, OutputError> {
-        let mut reader = Reader::new(text.as_bytes(), Path::new("x.txt"));
+        let mut reader = TextReader::new(text.as_bytes(), Path::new("x.txt"));
         let mut out = Vec::new();
         // Small blocks, to cross block boundaries.
         loop {

@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 
-use super::super::read::fill;
+use super::super::read_values::fill;
 use super::{Format, OutputError, Sink};
 
 /// The read buffer for raw values, and the most one splice call moves.
