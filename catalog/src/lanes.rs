@@ -31,18 +31,68 @@ pub(crate) struct LeafLanes {
 /// Fills `out[i] = K::eval(first + i)`; the caller guarantees
 /// `first + out.len()` does not overflow.
 pub(crate) fn fill<K: Kernel>(first: u64, out: &mut [f64]) -> LeafLanes {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if isa::has_avx512() {
-            // SAFETY: the CPU supports the features the function enables.
-            return unsafe { isa::fill_avx512::<K>(first, out) };
-        }
-        if isa::has_avx2() {
-            // SAFETY: as above.
-            return unsafe { isa::fill_avx2::<K>(first, out) };
-        }
+    #[cfg(test)]
+    if let Some(isa) = tests::forced_isa() {
+        return fill_on::<K>(isa, first, out);
     }
-    fill_portable::<K>(first, out)
+    fill_on::<K>(Isa::widest(), first, out)
+}
+
+/// An instruction set [`fill`] can be compiled for. Every one gives the
+/// same bits; the widest the CPU has is the fastest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    /// Every instruction set this CPU runs, the portable one first: a
+    /// worker on another machine may use any of them, so each is checked.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn supported() -> Vec<Isa> {
+        let mut found = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa::has_avx2() {
+                found.push(Isa::Avx2);
+            }
+            if isa::has_avx512() {
+                found.push(Isa::Avx512);
+            }
+        }
+        found
+    }
+
+    /// The widest instruction set this CPU runs: the one [`fill`] uses.
+    fn widest() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa::has_avx512() {
+                return Isa::Avx512;
+            }
+            if isa::has_avx2() {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+}
+
+/// [`fill`] compiled for `isa`; one the CPU lacks runs the portable path.
+fn fill_on<K: Kernel>(isa: Isa, first: u64, out: &mut [f64]) -> LeafLanes {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports the features the function enables.
+        Isa::Avx512 if isa::has_avx512() => unsafe { isa::fill_avx512::<K>(first, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 if isa::has_avx2() => unsafe { isa::fill_avx2::<K>(first, out) },
+        _ => fill_portable::<K>(first, out),
+    }
 }
 
 /// Lane statistics of values already in memory (for `farm digest` on a
@@ -171,13 +221,27 @@ mod isa {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::cell::Cell;
 
-    struct Sqrt;
-    impl Kernel for Sqrt {
-        fn eval(x: u64) -> f64 {
-            (x as f64).sqrt()
-        }
+    use super::*;
+    use crate::function::Function;
+
+    thread_local! {
+        /// The instruction set [`fill`] uses on this thread, if a test
+        /// chose one.
+        static FORCED: Cell<Option<Isa>> = const { Cell::new(None) };
+    }
+
+    pub(super) fn forced_isa() -> Option<Isa> {
+        FORCED.with(Cell::get)
+    }
+
+    /// Runs `work` with [`fill`] compiled for `isa` on this thread.
+    fn on_isa<T>(isa: Isa, work: impl FnOnce() -> T) -> T {
+        FORCED.with(|forced| forced.set(Some(isa)));
+        let result = work();
+        FORCED.with(|forced| forced.set(None));
+        result
     }
 
     fn same(a: LeafLanes, b: LeafLanes) -> bool {
@@ -186,26 +250,70 @@ mod tests {
             && a.max.to_bits() == b.max.to_bits()
     }
 
+    fn bits(values: &[f64]) -> Vec<u64> {
+        values.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// (first argument, leaf length): whole and partial leaves, partial
+    /// lane blocks, arguments past 2^53 (rounded to f64) and at the top.
+    const LEAVES: [(u64, usize); 7] = [
+        (0, 4096),
+        (7, 4095),
+        (1 << 53, 4096),
+        ((1 << 53) - 2047, 4096),
+        (u64::MAX - 100, 101),
+        (3, 1),
+        (12_345, 17),
+    ];
+
+    /// Workers on different hardware run different instruction sets, and
+    /// must agree: every set this CPU has (not only the one `fill` picks)
+    /// gives the portable path's bits for every kernel in the catalog,
+    /// values and lane statistics alike.
     #[test]
-    fn every_isa_gives_the_same_bits() {
-        for (first, len) in [
-            (0u64, 4096usize),
-            (7, 4095),
-            (1 << 53, 4096),
-            (u64::MAX - 100, 100),
-            (3, 1),
-        ] {
-            let mut reference = vec![0.0; len];
-            let expected = fill_portable::<Sqrt>(first, &mut reference);
-            let mut out = vec![0.0; len];
-            let got = fill::<Sqrt>(first, &mut out);
-            assert!(same(expected, got), "first={first} len={len}");
-            assert_eq!(
-                reference.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            );
-            assert!(same(stats(&out), got), "stats of stored values differ");
+    fn every_isa_of_every_kernel_gives_the_portable_bits() {
+        let isas = Isa::supported();
+        eprintln!("instruction sets on this CPU: {isas:?}");
+        assert_eq!(isas[0], Isa::Portable);
+        assert!(isas.contains(&Isa::widest()));
+        for &function in Function::ALL {
+            for (first, len) in LEAVES {
+                let mut reference = vec![0.0; len];
+                let expected = on_isa(Isa::Portable, || function.fill_leaf(first, &mut reference));
+                let scalar: Vec<f64> = (0..len as u64).map(|i| function.eval(first + i)).collect();
+                assert_eq!(bits(&reference), bits(&scalar), "{function}: first={first}");
+                assert!(
+                    same(stats(&reference), expected),
+                    "{function}: first={first}"
+                );
+                for &isa in &isas {
+                    let mut out = vec![f64::NAN; len];
+                    let got = on_isa(isa, || function.fill_leaf(first, &mut out));
+                    assert!(
+                        same(expected, got),
+                        "{function} on {isa:?}, first={first} len={len}: {got:?} != {expected:?}"
+                    );
+                    assert!(
+                        bits(&out) == bits(&reference),
+                        "{function} on {isa:?}, first={first} len={len}: values differ"
+                    );
+                }
+            }
         }
+    }
+
+    #[test]
+    fn fill_runs_the_widest_isa_unless_a_test_forces_one() {
+        let (first, len) = (99, 4096);
+        let mut chosen = vec![0.0; len];
+        let mut widest = vec![0.0; len];
+        let got = Function::Sqrt.fill_leaf(first, &mut chosen);
+        let want = on_isa(Isa::widest(), || {
+            Function::Sqrt.fill_leaf(first, &mut widest)
+        });
+        assert!(same(got, want));
+        assert_eq!(bits(&chosen), bits(&widest));
+        assert_eq!(forced_isa(), None, "on_isa restores the default");
     }
 
     #[test]

@@ -127,9 +127,16 @@ impl TestCluster {
 
     /// Starts one more worker.
     pub fn add_worker(&mut self) {
+        self.add_worker_with(|_| {});
+    }
+
+    /// Starts one more worker, with its configuration changed by `adjust`
+    /// (e.g. more prefetch, test faults).
+    pub fn add_worker_with(&mut self, adjust: impl FnOnce(&mut WorkerConfig)) {
         let mut config = WorkerConfig::new(self.address());
         config.name = format!("test-worker-{}", self.workers.len());
         config.threads = self.threads_per_worker;
+        adjust(&mut config);
         let drain = CancellationToken::new();
         let task = tokio::spawn(farm_worker::run(
             config,
@@ -145,7 +152,15 @@ impl TestCluster {
             .expect("cluster status")
     }
 
-    async fn wait_for_workers(&self, count: usize) {
+    /// One job's status, running or recently ended.
+    pub async fn job_status(&self, job: u64) -> v1::GetJobStatusResponse {
+        client::job_status(self.channel().into(), &self.address(), job)
+            .await
+            .unwrap_or_else(|e| panic!("status of job {job}: {e}"))
+    }
+
+    /// Waits until exactly `count` workers are registered.
+    pub async fn wait_for_workers(&self, count: usize) {
         wait_until(
             &format!("{count} workers to register"),
             SETTLE_TIMEOUT,

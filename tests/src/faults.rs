@@ -7,18 +7,28 @@ use std::process::Output;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::process::{Process, farm, farm_bounded, json, start_coordinator, start_worker_with_env};
+use crate::process::{
+    PROCESS_TIMEOUT, Process, farm, farm_bounded, json, start_coordinator, start_worker_with_env,
+};
 
 /// A worker silent for 2 s loses its leases; heartbeats come 8 times as
 /// often, so a busy but live worker never does.
 pub const LEASE_FLAGS: [&str; 4] = ["--lease-timeout", "2s", "--heartbeat-interval", "250ms"];
 
-/// How long a job of a fault test may take before the test fails; the jobs
-/// take a few seconds on a busy 2-core machine.
-pub const JOB_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long a job of a fault test may take before the test fails: a guard
+/// against hangs, not a target. The jobs take a few seconds on a quiet
+/// 2-core machine, and several times that on one shared with builds.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long to wait for a state of the cluster (a counter, a worker).
 pub const STATE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What "at once" means for a process that must stop without waiting for
+/// anything (a client that lost its coordinator, a worker told twice): the
+/// waits it must not do are a drain grace, a lease timeout, or a chunk of
+/// a slowed worker, all longer; a busy 2-core machine needs well under
+/// this.
+pub const AT_ONCE: Duration = Duration::from_secs(5);
 
 /// A coordinator and its workers; every process is killed on drop.
 #[derive(Debug)]
@@ -52,7 +62,14 @@ impl FaultCluster {
 
     /// Starts one more single-threaded worker called `name`.
     pub fn add_worker(&mut self, name: &str, env: &[(&str, &str)]) {
-        let worker = start_worker_with_env(self.address, &["--threads", "1", "--name", name], env);
+        self.add_worker_with(name, &[], env);
+    }
+
+    /// Like [`add_worker`](Self::add_worker), with extra flags.
+    pub fn add_worker_with(&mut self, name: &str, flags: &[&str], env: &[(&str, &str)]) {
+        let mut args = vec!["--threads", "1", "--name", name];
+        args.extend_from_slice(flags);
+        let worker = start_worker_with_env(self.address, &args, env);
         self.workers.push(worker);
     }
 
@@ -63,7 +80,7 @@ impl FaultCluster {
         let mut args = vec!["--listen", address.as_str()];
         args.extend(self.coordinator_flags.iter().map(String::as_str));
         let mut coordinator = Process::start("farm-coordinator", &args);
-        coordinator.wait_for_stdout_line("listening on", crate::process::PROCESS_TIMEOUT);
+        coordinator.wait_for_stdout_line("listening on", PROCESS_TIMEOUT);
         self.coordinator = coordinator;
     }
 
@@ -123,11 +140,68 @@ impl FaultCluster {
     pub fn submit(&self, start: u64, n: u64) -> Submitted {
         submit_to(&self.address_text(), start, n)
     }
+
+    /// Like [`submit`](Self::submit), with extra flags (e.g.
+    /// `--chunk-size`).
+    pub fn submit_with(&self, start: u64, n: u64, flags: &[&str]) -> Submitted {
+        submit_with_flags(&self.address_text(), start, n, flags)
+    }
+
+    /// Starts `farm submit sqrt` over `[start, start + n)` as a process of
+    /// its own, which the test can signal.
+    pub fn start_client(&self, start: u64, n: u64) -> Process {
+        let (start, n) = (start.to_string(), n.to_string());
+        let address = self.address_text();
+        let args = [
+            "submit",
+            "sqrt",
+            "--n",
+            &n,
+            "--start",
+            &start,
+            "--coordinator",
+            &address,
+            "--json",
+        ];
+        Process::start("farm", &args)
+    }
+
+    /// What `farm status JOB --json` says now.
+    pub fn job_status(&self, job: u64) -> serde_json::Value {
+        let job = job.to_string();
+        json(&farm(&[
+            "status",
+            &job,
+            "--coordinator",
+            &self.address_text(),
+            "--json",
+        ]))
+    }
+
+    /// Asserts that `job` is running with fewer than `most` elements done:
+    /// a fault injected right after lands while the job is running, with
+    /// work left for the promised outcome to show. Returns the job status.
+    pub fn assert_running(&self, job: u64, most: u64) -> serde_json::Value {
+        let status = self.job_status(job);
+        assert_eq!(status["state"], "running", "job {job}: {status}");
+        let done = status["elements_done"].as_u64().unwrap_or(u64::MAX);
+        assert!(
+            done < most,
+            "job {job} is too far along for a fault now ({done} of {} done, at most {most} wanted): {status}",
+            status["n"]
+        );
+        status
+    }
 }
 
 /// Submits `sqrt` over `[start, start + n)` to `address` with `--json`, in
 /// the background, bounded by [`JOB_TIMEOUT`].
 pub fn submit_to(address: &str, start: u64, n: u64) -> Submitted {
+    submit_with_flags(address, start, n, &[])
+}
+
+/// Like [`submit_to`], with extra flags.
+pub fn submit_with_flags(address: &str, start: u64, n: u64, flags: &[&str]) -> Submitted {
     let args: Vec<String> = [
         "submit",
         "sqrt",
@@ -140,6 +214,7 @@ pub fn submit_to(address: &str, start: u64, n: u64) -> Submitted {
         "--json",
     ]
     .iter()
+    .chain(flags)
     .map(|a| (*a).to_owned())
     .collect();
     let started = Instant::now();
@@ -175,6 +250,20 @@ impl Submitted {
 /// One of the coordinator's counters in a status (0 if absent).
 pub fn counter(status: &serde_json::Value, name: &str) -> u64 {
     status["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// A number in the entry of the worker called `name` in a status (e.g.
+/// `leases_held`, `chunks_completed`); 0 if it is not connected.
+pub fn worker_count(status: &serde_json::Value, name: &str, field: &str) -> u64 {
+    worker(status, name)
+        .and_then(|w| w[field].as_u64())
+        .unwrap_or(0)
+}
+
+/// Whether the worker called `name` is connected and flagged `flag`
+/// (`silent`, `draining`) in a status.
+pub fn worker_is(status: &serde_json::Value, name: &str, flag: &str) -> bool {
+    worker(status, name).is_some_and(|w| w[flag] == true)
 }
 
 /// The entry of the worker called `name` in a status, if it is connected.

@@ -4,8 +4,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use farm_catalog::Function;
+use farm_tests::faults::worker_count;
 use farm_tests::process::{
-    PROCESS_TIMEOUT, assert_summary_json, farm, farm_with_env, farm_with_stdin, json,
+    PROCESS_TIMEOUT, assert_summary_json, farm, farm_bounded, farm_with_env, farm_with_stdin, json,
     start_coordinator, start_worker,
 };
 use farm_tests::reference;
@@ -110,30 +111,49 @@ fn a_coordinator_two_workers_and_farm_submit() {
 }
 
 #[test]
-fn sigterm_drains_a_busy_worker_which_exits_zero() {
+fn sigterm_drains_a_busy_worker_which_hands_back_its_queued_chunks_and_exits_zero() {
     let (_coordinator, address) = start_coordinator(&[]);
-    let mut busy = start_worker(address, &["--threads", "1"]);
+    // Three leases in hand (one computing, two queued): whenever the
+    // signal lands mid-job, the worker holds chunks it has not started.
+    let mut busy = start_worker(
+        address,
+        &["--threads", "1", "--prefetch", "3", "--name", "busy"],
+    );
     wait_for_workers(address, 1);
+    let n = 1_000_000_000;
+    let address = address.to_string();
     let submit = {
-        let address = address.to_string();
+        let address = address.clone();
         std::thread::spawn(move || {
-            farm(&[
-                "submit",
-                "sqrt",
-                "--n",
-                "4e8",
-                "--coordinator",
-                &address,
-                "--json",
-            ])
+            farm_bounded(
+                &[
+                    "submit",
+                    "sqrt",
+                    "--n",
+                    "1e9",
+                    "--coordinator",
+                    &address,
+                    "--json",
+                ],
+                &[],
+                Duration::from_secs(60),
+            )
         })
     };
-    // Wait until the worker is computing, then ask it to stop.
+    // Wait until the worker holds its full prefetch of the running job,
+    // with most of the job left, then ask it to stop.
     let deadline = Instant::now() + PROCESS_TIMEOUT;
-    while !busy.stderr().contains("connected") || !running_job(address) {
-        assert!(Instant::now() < deadline, "the job never started");
+    loop {
+        let status = cluster_status(&address);
+        if worker_count(&status, "busy", "leases_held") == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never started: {status}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let job = json(&farm(&["status", "1", "--coordinator", &address, "--json"]));
+    assert_eq!(job["state"], "running", "{job}");
+    assert!(job["elements_done"].as_u64() < Some(n / 2), "{job}");
     busy.signal("TERM");
     let status = busy.wait(PROCESS_TIMEOUT);
     assert_eq!(
@@ -144,15 +164,28 @@ fn sigterm_drains_a_busy_worker_which_exits_zero() {
     );
     assert!(busy.stderr().contains("draining"));
 
+    // It handed back what it had not started (no other worker drains),
+    // and lost nothing: no chunk was retried or expired.
+    let cluster = cluster_status(&address);
+    let counters = &cluster["counters"];
+    assert!(counters["leases_returned"].as_u64() >= Some(1), "{cluster}");
+    assert_eq!(counters["retries"].as_u64(), Some(0), "{cluster}");
+    assert_eq!(counters["leases_expired"].as_u64(), Some(0), "{cluster}");
+    assert_eq!(cluster["running_jobs"].as_u64(), Some(1), "{cluster}");
+
     // Another worker finishes the job, exactly.
-    let _fresh = start_worker(address, &[]);
+    let _fresh = start_worker(address.parse().expect("an address"), &[]);
     let out = submit.join().unwrap();
-    assert_summary(&json(&out), 0, 400_000_000);
+    let summary = json(&out);
+    assert_eq!(summary["start"].as_u64(), Some(0));
+    assert_summary_json(
+        &summary,
+        &reference::summary_blockwise(Function::Sqrt, 0, n),
+    );
 }
 
-fn running_job(address: SocketAddr) -> bool {
-    let out = farm(&["workers", "--coordinator", &address.to_string(), "--json"]);
-    out.status.success() && json(&out)["counters"]["results_accepted"].as_u64() > Some(0)
+fn cluster_status(address: &str) -> serde_json::Value {
+    json(&farm(&["workers", "--coordinator", address, "--json"]))
 }
 
 #[test]

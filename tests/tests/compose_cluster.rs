@@ -28,6 +28,10 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bounds each wait for the cluster to reach a state.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What "at once" means for a client whose coordinator goes away: well
+/// under the coordinator's 10 s shutdown grace.
+const AT_ONCE: Duration = Duration::from_secs(5);
+
 fn image() -> String {
     std::env::var("FARM_IMAGE").unwrap_or_else(|_| "farm:latest".to_owned())
 }
@@ -79,11 +83,21 @@ fn the_compose_cluster_runs_jobs_exactly_through_faults() {
         )
     );
 
-    // docker kill of a worker mid-job.
+    // docker kill of a worker mid-job: it holds work, the job has most of
+    // its work left, and the kill sends the worker's leases back to be
+    // computed again.
     let job = start_job(&address);
     let victim = project.containers("worker")[1].clone();
+    wait_for("the victim to hold a lease", || {
+        leases_held(&status(&address), &victim) >= 1
+    });
+    assert_running(&address, 3);
+    let retries_before = counter(&address, "retries");
     docker(&["kill", &victim]);
-    assert_exact(&finish(job), &expected);
+    wait_for("the victim's leases to be retried", || {
+        counter(&address, "retries") > retries_before
+    });
+    assert_exact(&finish(job).0, &expected);
 
     // A worker cut off from the network for longer than the lease
     // timeout, then reconnected.
@@ -92,19 +106,30 @@ fn the_compose_cluster_runs_jobs_exactly_through_faults() {
     let expired_before = counter(&address, "leases_expired");
     let job = start_job(&address);
     let cut_off = project.containers("worker")[2].clone();
+    wait_for("the worker to cut off to hold a lease", || {
+        leases_held(&status(&address), &cut_off) >= 1
+    });
+    assert_running(&address, 4);
     docker(&["network", "disconnect", &project.network(), &cut_off]);
     wait_for("the cut-off worker's leases to expire", || {
         counter(&address, "leases_expired") > expired_before
     });
     docker(&["network", "connect", &project.network(), &cut_off]);
-    assert_exact(&finish(job), &expected);
+    assert_exact(&finish(job).0, &expected);
     wait_for_workers(&address, 3);
 
     // The coordinator restarts under a running job: the client is told at
     // once, the workers come back by themselves, the next job is exact.
     let job = start_job(&address);
+    assert_running(&address, 5);
+    let restarted = Instant::now();
     project.run(&["restart", "coordinator"]);
-    let lost = finish(job);
+    let (lost, ended) = finish(job);
+    let took = ended.saturating_duration_since(restarted);
+    assert!(
+        took < AT_ONCE,
+        "farm submit exited {took:?} after the restart began"
+    );
     assert_eq!(
         lost.status.code(),
         Some(3),
@@ -123,7 +148,7 @@ fn the_compose_cluster_runs_jobs_exactly_through_faults() {
     // Scaling up mid-job: the new worker takes chunks of the running job.
     let job = start_job(&address);
     project.run(&["up", "-d", "--scale", "worker=4", "--no-recreate"]);
-    assert_exact(&finish(job), &expected);
+    assert_exact(&finish(job).0, &expected);
     let workers = status(&address)["workers"]
         .as_array()
         .expect("workers")
@@ -172,12 +197,16 @@ fn submit(address: &str) -> Output {
     )
 }
 
-/// Starts the long job in the background, returning once it is under way.
-fn start_job(address: &str) -> std::thread::JoinHandle<Output> {
+/// Starts the long job in the background, returning once it is under way;
+/// the job ends with its output and when `farm` exited.
+fn start_job(address: &str) -> std::thread::JoinHandle<(Output, Instant)> {
     let accepted_before = counter(address, "results_accepted");
     let job = {
         let address = address.to_owned();
-        std::thread::spawn(move || submit(&address))
+        std::thread::spawn(move || {
+            let out = submit(&address);
+            (out, Instant::now())
+        })
     };
     wait_for("the job to get going", || {
         counter(address, "results_accepted") >= accepted_before + 20
@@ -185,8 +214,37 @@ fn start_job(address: &str) -> std::thread::JoinHandle<Output> {
     job
 }
 
-fn finish(job: std::thread::JoinHandle<Output>) -> Output {
+fn finish(job: std::thread::JoinHandle<(Output, Instant)>) -> (Output, Instant) {
     job.join().expect("the job thread")
+}
+
+/// Asserts that job `job` is running with under half its elements done:
+/// a fault injected now lands mid-job.
+fn assert_running(address: &str, job: u64) {
+    let job = job.to_string();
+    let status = json(&farm(&["status", &job, "--coordinator", address, "--json"]));
+    assert_eq!(status["state"], "running", "job {job}: {status}");
+    assert!(
+        status["elements_done"].as_u64() < Some(N / 2),
+        "job {job} is too far along for a fault now: {status}"
+    );
+}
+
+/// Leases held by the worker in `container` (a worker's name starts with
+/// its container's host name: the first 12 digits of the container id).
+fn leases_held(status: &serde_json::Value, container: &str) -> u64 {
+    let host = &container[..container.len().min(12)];
+    status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| {
+            w["name"]
+                .as_str()
+                .is_some_and(|name| name.starts_with(host))
+        })
+        .and_then(|w| w["leases_held"].as_u64())
+        .unwrap_or(0)
 }
 
 fn assert_exact(out: &Output, expected: &Summary) {

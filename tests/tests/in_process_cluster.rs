@@ -9,6 +9,7 @@ use farm_proto::v1::worker_service_client::WorkerServiceClient;
 use farm_proto::{PROTOCOL_VERSION, v1};
 use farm_tests::cluster::{TestCluster, run_on};
 use farm_tests::reference;
+use farm_worker::WorkerConfig;
 use tonic::Code;
 
 fn request(start: u64, n: u64, chunk_size: Option<u64>, stream_values: bool) -> JobRequest {
@@ -157,32 +158,49 @@ async fn counters(cluster: &TestCluster) -> v1::Counters {
     cluster.status().await.counters.expect("counters")
 }
 
-/// Drains the first of two workers mid-job. With values, chunks are of
-/// 8 MiB, so that the draining worker is still sending its last result
-/// when it closes its session.
+/// Drains the first of two workers mid-job, and checks that it handed
+/// back the chunks it had not started, finished the one it was computing,
+/// and left the rest of the job to the other worker.
+///
+/// Both compute each chunk 10 times slower (the test fault `slow=10`: the
+/// compute thread sleeps), so the job lasts long enough for the drain to
+/// land with most of it left; the drained worker holds four leases (one
+/// computing, the others queued), so whenever the drain lands it has
+/// unstarted ones to hand back. With values, chunks are of 8 MiB, so that
+/// the draining worker is still sending its last result when it closes
+/// its session.
 async fn drain_mid_job(stream_values: bool) {
-    let mut cluster = TestCluster::builder().workers(1).start().await;
-    cluster.add_worker();
-    let (n, chunk) = if stream_values {
-        (30_000_000, LEAF_LEN * 256)
-    } else {
-        (20_000_000, LEAF_LEN * 16)
+    let slow = |config: &mut WorkerConfig| {
+        config.faults = "slow=10".parse().expect("a valid test fault");
     };
-    let job = request(0, n, Some(chunk), stream_values);
+    let mut cluster = TestCluster::builder().workers(0).start().await;
+    cluster.add_worker_with(|config| {
+        slow(config);
+        config.prefetch = 4;
+    });
+    cluster.add_worker_with(slow);
+    cluster.wait_for_workers(2).await;
+    let (drained, other) = ("test-worker-0", "test-worker-1");
+    let n = 30_000_000;
+    let job = request(0, n, Some(LEAF_LEN * 256), stream_values);
     let run = {
         let channel = cluster.channel();
         let address = cluster.address();
         tokio::spawn(async move { run_on(channel.into(), &address, &job).await })
     };
     farm_tests::wait_until(
-        "the job to start",
+        "the worker to be drained to hold a full prefetch",
         std::time::Duration::from_secs(10),
-        || async { counters(&cluster).await.results_accepted > 2 },
+        || async { worker(&cluster.status().await, drained).is_some_and(|w| w.leases_held >= 3) },
     )
     .await;
-    // Drain the first worker mid-job: it must finish or return what it
-    // holds and exit cleanly, and the job must still be exact.
+    let job = cluster.job_status(1).await;
+    assert_eq!(job.state(), v1::get_job_status_response::State::Running);
+    assert!(job.elements_done < n / 2, "too late for a drain: {job:?}");
+    let at_drain = cluster.status().await;
+
     cluster.drain_worker(0).await;
+    assert!(!run.is_finished(), "the job ended before the drain did");
     let run = run
         .await
         .expect("the job's task")
@@ -190,12 +208,19 @@ async fn drain_mid_job(stream_values: bool) {
     assert!(
         run.report
             .summary
-            .bit_identical(&reference::summary(Function::Sqrt, 0, n))
+            .bit_identical(&reference::summary_blockwise(Function::Sqrt, 0, n))
     );
     if stream_values {
         assert!(run.values == reference::bytes(Function::Sqrt, 0, n));
     }
-    let counters = counters(&cluster).await;
+    let status = cluster.status().await;
+    let counters = status.counters.expect("counters");
+    // Only the drained worker hands leases back; none of its leases was
+    // lost or expired, and every chunk was merged once.
+    assert!(
+        counters.leases_returned >= 1,
+        "the drained worker handed nothing back: {counters:?}"
+    );
     assert_eq!(
         (
             counters.results_rejected_stale,
@@ -205,7 +230,20 @@ async fn drain_mid_job(stream_values: bool) {
         (0, 0, 0),
         "a drained worker's result was lost or late"
     );
+    assert_eq!(counters.results_accepted, run.report.chunks, "{counters:?}");
+    // It is gone, and the other worker computed the rest.
+    assert!(worker(&status, drained).is_none(), "{status:?}");
+    let completed = |s: &v1::GetClusterStatusResponse| worker(s, other).map(|w| w.chunks_completed);
+    assert!(completed(&status) > completed(&at_drain), "{status:?}");
     cluster.shutdown().await;
+}
+
+/// The entry of the worker called `name`, if it is connected.
+fn worker<'a>(
+    status: &'a v1::GetClusterStatusResponse,
+    name: &str,
+) -> Option<&'a v1::WorkerStatus> {
+    status.workers.iter().find(|w| w.name == name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
