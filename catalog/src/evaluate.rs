@@ -2,12 +2,15 @@
 //!
 //! Leaves are the unit of parallel work: each is filled and summarised by
 //! one thread, so the result does not depend on how many threads ran it.
+//! The catalog's own functions and outside kernels ([`FillLeaf`]) share
+//! this code: only how a leaf is filled differs.
 
+use std::convert::Infallible;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::function::Function;
+use crate::function::{FillLeaf, Function};
 use crate::grid::{LEAF_LEN, leaf_count};
 use crate::summary::{ChunkSummary, LeafStats};
 
@@ -36,6 +39,17 @@ pub enum EvaluateError {
     BufferLength { expected: u64, got: u64 },
 }
 
+/// A chunk of an outside kernel that was not computed: asked wrongly, or
+/// the kernel failed on one of its leaves.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError<E> {
+    #[error(transparent)]
+    Chunk(#[from] EvaluateError),
+    /// The first leaf, in element order, whose kernel failed.
+    #[error(transparent)]
+    Kernel(E),
+}
+
 /// Computes elements `range` (job indices) of a job whose element `i` is
 /// `function(job_start + i)`, on the current rayon pool.
 pub fn evaluate(
@@ -56,9 +70,80 @@ pub fn evaluate_reusing(
     range: Range<u64>,
     buffer: Option<Vec<f64>>,
 ) -> Result<ChunkOutput, EvaluateError> {
+    reusing(&function, job_start, range, buffer).map_err(infallible)
+}
+
+/// Like [`evaluate`], writing the values into `values` when given (which
+/// must hold exactly the chunk), so callers can reuse buffers.
+pub fn evaluate_into(
+    function: Function,
+    job_start: u64,
+    range: Range<u64>,
+    values: Option<&mut [f64]>,
+) -> Result<ChunkSummary, EvaluateError> {
+    into(&function, job_start, range, values).map_err(infallible)
+}
+
+/// [`evaluate_reusing`] for a kernel from outside the catalog: the same
+/// leaves, statistics and summary, so the same values give the same
+/// digest as a built-in. A failing leaf fails the chunk; the error is the
+/// one of the first failing leaf in element order, so it does not depend
+/// on which thread got there first.
+pub fn evaluate_kernel<K: FillLeaf>(
+    kernel: &K,
+    job_start: u64,
+    range: Range<u64>,
+    buffer: Option<Vec<f64>>,
+) -> Result<ChunkOutput, KernelError<K::Error>> {
+    reusing(&Filled(kernel), job_start, range, buffer)
+}
+
+/// How the leaves of a chunk are computed.
+trait Leaves: Sync {
+    type Error: Send;
+    fn leaf(&self, first: u64, out: &mut [f64]) -> Result<LeafStats, Self::Error>;
+}
+
+/// The catalog's functions compute the statistics in the kernel's loop.
+impl Leaves for Function {
+    type Error = Infallible;
+
+    #[inline]
+    fn leaf(&self, first: u64, out: &mut [f64]) -> Result<LeafStats, Infallible> {
+        let lanes = self.fill_leaf(first, out);
+        Ok(LeafStats::from_lanes(lanes, out))
+    }
+}
+
+/// An outside kernel fills the values; the statistics are computed from
+/// them afterwards, the same way.
+struct Filled<'a, K>(&'a K);
+
+impl<K: FillLeaf> Leaves for Filled<'_, K> {
+    type Error = K::Error;
+
+    fn leaf(&self, first: u64, out: &mut [f64]) -> Result<LeafStats, K::Error> {
+        self.0.fill_leaf(first, out)?;
+        Ok(LeafStats::of_values(out))
+    }
+}
+
+fn infallible(error: KernelError<Infallible>) -> EvaluateError {
+    match error {
+        KernelError::Chunk(error) => error,
+        KernelError::Kernel(never) => match never {},
+    }
+}
+
+fn reusing<L: Leaves>(
+    leaves: &L,
+    job_start: u64,
+    range: Range<u64>,
+    buffer: Option<Vec<f64>>,
+) -> Result<ChunkOutput, KernelError<L::Error>> {
     check(job_start, &range)?;
     let Some(mut values) = buffer else {
-        let summary = evaluate_into(function, job_start, range, None)?;
+        let summary = into(leaves, job_start, range, None)?;
         return Ok(ChunkOutput {
             summary,
             values: None,
@@ -71,41 +156,39 @@ pub fn evaluate_reusing(
     // the part the buffer grows by).
     values.truncate(len);
     values.resize(len, 0.0);
-    let summary = evaluate_into(function, job_start, range, Some(&mut values))?;
+    let summary = into(leaves, job_start, range, Some(&mut values))?;
     Ok(ChunkOutput {
         summary,
         values: Some(values),
     })
 }
 
-/// Like [`evaluate`], writing the values into `values` when given (which
-/// must hold exactly the chunk), so callers can reuse buffers.
-pub fn evaluate_into(
-    function: Function,
+fn into<L: Leaves>(
+    leaves: &L,
     job_start: u64,
     range: Range<u64>,
     values: Option<&mut [f64]>,
-) -> Result<ChunkSummary, EvaluateError> {
+) -> Result<ChunkSummary, KernelError<L::Error>> {
     check(job_start, &range)?;
     let first = job_start + range.start;
     let leaf = LEAF_LEN as usize;
-    let leaves: Vec<LeafStats> = match values {
+    // Every leaf's result is kept, in order, so the error reported is the
+    // first in element order whatever the threads did.
+    let stats: Vec<Result<LeafStats, L::Error>> = match values {
         Some(values) => {
             let expected = range.end - range.start;
             if values.len() as u64 != expected {
                 return Err(EvaluateError::BufferLength {
                     expected,
                     got: values.len() as u64,
-                });
+                }
+                .into());
             }
             values
                 .par_chunks_mut(leaf)
                 .with_min_len(LEAVES_PER_TASK)
                 .enumerate()
-                .map(|(k, out)| {
-                    let lanes = function.fill_leaf(first + (k * leaf) as u64, out);
-                    LeafStats::from_lanes(lanes, out)
-                })
+                .map(|(k, out)| leaves.leaf(first + (k * leaf) as u64, out))
                 .collect()
         }
         None => {
@@ -123,15 +206,17 @@ pub fn evaluate_into(
                     |scratch, k| {
                         let leaf_start = range.start + (k * leaf) as u64;
                         let len = (end - leaf_start).min(LEAF_LEN) as usize;
-                        let out = &mut scratch[..len];
-                        let lanes = function.fill_leaf(job_start + leaf_start, out);
-                        LeafStats::from_lanes(lanes, out)
+                        leaves.leaf(job_start + leaf_start, &mut scratch[..len])
                     },
                 )
                 .collect()
         }
     };
-    Ok(ChunkSummary::from_leaves(&leaves))
+    let stats: Vec<LeafStats> = stats
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(KernelError::Kernel)?;
+    Ok(ChunkSummary::from_leaves(&stats))
 }
 
 fn check(job_start: u64, range: &Range<u64>) -> Result<(), EvaluateError> {
@@ -232,5 +317,57 @@ mod tests {
         let out = evaluate(Function::Sqrt, 0, 0..0, true).unwrap();
         assert!(out.summary.leaf_sums.is_empty());
         assert_eq!(out.values.unwrap().len(), 0);
+    }
+
+    /// An outside kernel: sqrt through the seam, failing at one argument.
+    struct SqrtFailingAt(Option<u64>);
+
+    impl FillLeaf for SqrtFailingAt {
+        type Error = u64;
+
+        fn fill_leaf(&self, first: u64, out: &mut [f64]) -> Result<(), u64> {
+            for (i, slot) in out.iter_mut().enumerate() {
+                let x = first + i as u64;
+                if Some(x) == self.0 {
+                    return Err(x);
+                }
+                *slot = (x as f64).sqrt();
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_outside_kernel_gives_the_built_in_summary() {
+        let range = LEAF_LEN..6 * LEAF_LEN + 13;
+        let built_in = evaluate(Function::Sqrt, 9, range.clone(), true).unwrap();
+        for buffer in [None, Some(Vec::new()), Some(vec![f64::NAN; 3])] {
+            let keep = buffer.is_some();
+            let out = evaluate_kernel(&SqrtFailingAt(None), 9, range.clone(), buffer).unwrap();
+            assert_eq!(out.summary, built_in.summary);
+            if keep {
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&out.values.unwrap()),
+                    bits(built_in.values.as_ref().unwrap())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_outside_kernel_fails_at_its_first_failing_leaf() {
+        // Leaves of [0, 8 * LEAF_LEN) starting at 100: the kernel fails at
+        // one argument; the error names it, and an invalid chunk is still
+        // refused before any leaf runs.
+        let at = 100 + 5 * LEAF_LEN + 7;
+        let err =
+            evaluate_kernel(&SqrtFailingAt(Some(at)), 100, 0..8 * LEAF_LEN, None).unwrap_err();
+        assert!(matches!(err, KernelError::Kernel(x) if x == at));
+        let err = evaluate_kernel(&SqrtFailingAt(Some(at)), 100, 3..LEAF_LEN, None).unwrap_err();
+        assert!(matches!(
+            err,
+            KernelError::Chunk(EvaluateError::Misaligned { .. })
+        ));
     }
 }

@@ -3,6 +3,11 @@
 //! To add a function: add a variant, give it a name and description, and a
 //! [`Kernel`](crate::lanes::Kernel) in [`Function::fill_leaf`]. Validation,
 //! execution, the CLI's list of choices and error messages all follow.
+//!
+//! A function the catalog does not hold (a user's WebAssembly module)
+//! implements [`FillLeaf`] instead, and is computed by
+//! [`evaluate_kernel`](crate::evaluate_kernel) on the same leaf grid with
+//! the same statistics.
 
 use std::fmt;
 
@@ -64,6 +69,24 @@ impl Function {
             Function::Sqrt => lanes::fill::<Sqrt>(first, out),
         }
     }
+}
+
+/// A map function from outside the catalog: anything that can fill a leaf
+/// of values, and may fail doing so (a WebAssembly module that traps or
+/// runs out of time).
+///
+/// It only fills values: the catalog computes each leaf's statistics from
+/// them, so a kernel that gives the same values as a built-in gives the
+/// same summary and digest, bit for bit.
+pub trait FillLeaf: Sync {
+    /// Why a leaf could not be filled.
+    type Error: Send;
+
+    /// Fills `out[i] = f(first + i)`. Called for one leaf at a time
+    /// (at most [`LEAF_LEN`](crate::grid::LEAF_LEN) values), from any
+    /// thread of the current rayon pool; `first + out.len() - 1` never
+    /// overflows.
+    fn fill_leaf(&self, first: u64, out: &mut [f64]) -> Result<(), Self::Error>;
 }
 
 impl fmt::Display for Function {

@@ -10,7 +10,8 @@
 //!   is aligned to.
 //! - [`summary`]: per-leaf statistics and the in-order [`Reducer`] that turns
 //!   them into a bit-reproducible [`Summary`].
-//! - [`evaluate`]: computing a chunk on the current rayon pool.
+//! - [`evaluate`]: computing a chunk on the current rayon pool, for the
+//!   catalog's functions and for outside kernels ([`FillLeaf`]).
 
 pub mod evaluate;
 pub mod function;
@@ -18,6 +19,9 @@ pub mod grid;
 mod lanes;
 pub mod summary;
 
-pub use evaluate::{ChunkOutput, EvaluateError, evaluate, evaluate_into, evaluate_reusing};
-pub use function::{Function, UnknownFunction};
+pub use evaluate::{
+    ChunkOutput, EvaluateError, KernelError, evaluate, evaluate_into, evaluate_kernel,
+    evaluate_reusing,
+};
+pub use function::{FillLeaf, Function, UnknownFunction};
 pub use summary::{ChunkSummary, Digest, LeafStats, Reducer, ReducerError, Summary};
