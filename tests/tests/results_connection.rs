@@ -337,6 +337,15 @@ async fn results_after_a_drain_notice_reach_the_client_only_as_accepted() {
         .await
         .expect("close the results connection");
     drop(connection);
+    // Every result is read before the session closes, so none depends on
+    // how long the coordinator waits for a closing results connection.
+    farm_tests::wait_until("the results to be read", STEP_TIMEOUT, || async {
+        let counters = cluster.status().await.counters.expect("counters");
+        counters.results_accepted == 2
+            && counters.results_rejected_stale == 1
+            && counters.chunk_failures == 1
+    })
+    .await;
 
     // The results connection ends before the session, as a worker's does.
     let HandWorker {
