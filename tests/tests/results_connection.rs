@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use farm_catalog::grid::LEAF_LEN;
 use farm_catalog::{Function, evaluate};
 use farm_net::side_connection::{ACCEPTED, Hello, Purpose, result_head};
 use farm_proto::v1::coordinator_message::Kind as Incoming;
@@ -70,16 +71,27 @@ impl HandWorker {
     }
 
     async fn pull_one(&mut self) -> v1::ChunkLease {
-        let pull = Outgoing::Pull(v1::PullRequest { slots: 1 });
-        self.outbox
-            .send(v1::WorkerMessage { kind: Some(pull) })
-            .await
-            .expect("pull");
-        loop {
+        self.pull(1).await.remove(0)
+    }
+
+    /// Asks for `count` leases and waits until they are all granted.
+    async fn pull(&mut self, count: u32) -> Vec<v1::ChunkLease> {
+        self.send(Outgoing::Pull(v1::PullRequest { slots: count }))
+            .await;
+        let mut leases = Vec::new();
+        while leases.len() < count as usize {
             if let Some(Incoming::Grant(grant)) = next(&mut self.inbound).await {
-                return grant.leases.into_iter().next().expect("one lease");
+                leases.extend(grant.leases);
             }
         }
+        leases
+    }
+
+    async fn send(&self, kind: Outgoing) {
+        self.outbox
+            .send(v1::WorkerMessage { kind: Some(kind) })
+            .await
+            .expect("the session takes the message");
     }
 }
 
@@ -129,14 +141,19 @@ fn compute(lease: &v1::ChunkLease) -> (v1::ChunkResult, Vec<u8>) {
     (result, values)
 }
 
-/// Submits a job whose values come in its stream.
-async fn submit(cluster: &TestCluster, n: u64) -> Streaming<v1::SubmitJobResponse> {
+/// Submits a job whose values come in its stream, in chunks of
+/// `chunk_size`.
+async fn submit(
+    cluster: &TestCluster,
+    n: u64,
+    chunk_size: u64,
+) -> Streaming<v1::SubmitJobResponse> {
     let request = v1::SubmitJobRequest {
         protocol_version: PROTOCOL_VERSION,
         function: "sqrt".into(),
         start: 0,
         n,
-        chunk_size: n,
+        chunk_size,
         stream_values: true,
         values_connection: false,
     };
@@ -196,7 +213,7 @@ async fn results_come_on_the_connection_the_welcome_offers() {
     assert_eq!(answer, Some(ACCEPTED));
 
     let n = 1_000_003;
-    let mut job = submit(&cluster, n).await;
+    let mut job = submit(&cluster, n, n).await;
     let lease = worker.pull_one().await;
     assert_eq!((lease.offset, lease.len), (0, n));
     let (result, values) = compute(&lease);
@@ -225,7 +242,7 @@ async fn a_results_connection_cut_mid_result_ends_the_session_and_the_chunk_is_r
     assert_eq!(answer, Some(ACCEPTED));
 
     let n = 500_000;
-    let mut job = submit(&cluster, n).await;
+    let mut job = submit(&cluster, n, n).await;
     let lease = worker.pull_one().await;
     let (result, values) = compute(&lease);
     connection
@@ -251,5 +268,118 @@ async fn a_results_connection_cut_mid_result_ends_the_session_and_the_chunk_is_r
     let status = cluster.status().await;
     assert_eq!(status.workers.len(), 1, "only the real worker is left");
     assert_eq!(status.counters.expect("counters").leases_granted, 2);
+    cluster.shutdown().await;
+}
+
+/// Sends a result and its values on a results connection.
+async fn send_result(connection: &mut TcpStream, result: &v1::ChunkResult, values: &[u8]) {
+    connection
+        .write_all(&result_head(result, values.len()))
+        .await
+        .expect("send the result's head");
+    connection.write_all(values).await.expect("send the values");
+}
+
+/// A worker that announced its drain and then sends several results with
+/// values, on its results connection and in its session, among them a
+/// stale one carrying another chunk's values and one whose values do not
+/// fit its chunk: the client gets exactly the values of the results that
+/// were accepted, each at its chunk's place; the stale result is dropped
+/// whole, and the misfit one's chunk is leased again, never merged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_after_a_drain_notice_reach_the_client_only_as_accepted() {
+    let mut cluster = TestCluster::builder().workers(0).start().await;
+    let mut worker = HandWorker::connect(&cluster).await;
+    let (mut connection, answer) = open(&cluster, worker.hello()).await;
+    assert_eq!(answer, Some(ACCEPTED));
+
+    let chunk = LEAF_LEN * 64;
+    let n = 4 * chunk;
+    let mut job = submit(&cluster, n, chunk).await;
+    let mut leases = worker.pull(4).await;
+    leases.sort_by_key(|lease| lease.offset);
+    let offsets: Vec<u64> = leases.iter().map(|lease| lease.offset).collect();
+    assert_eq!(offsets, [0, chunk, 2 * chunk, 3 * chunk]);
+    let computed: Vec<_> = leases.iter().map(compute).collect();
+    let token = |i: usize| leases[i].token.expect("a token");
+
+    worker.send(Outgoing::Drain(v1::DrainNotice {})).await;
+    worker
+        .send(Outgoing::Returned(v1::ReturnLeases {
+            tokens: vec![token(3)],
+        }))
+        .await;
+    // Chunk 2 in the session, out of order.
+    let (result, values) = &computed[2];
+    let in_session = v1::ChunkResult {
+        values_le: values.clone().into(),
+        ..result.clone()
+    };
+    worker.send(Outgoing::Result(in_session)).await;
+    // Chunk 0 under an attempt it was never leased with, carrying chunk
+    // 1's values (of the same length): stale.
+    let stale = v1::ChunkResult {
+        token: Some(v1::LeaseToken {
+            attempt: token(0).attempt + 1,
+            ..token(0)
+        }),
+        ..computed[0].0.clone()
+    };
+    send_result(&mut connection, &stale, &computed[1].1).await;
+    // Chunk 1 with one value too few: malformed.
+    let (result, values) = &computed[1];
+    send_result(&mut connection, result, &values[8..]).await;
+    // Chunk 0 as leased.
+    let (result, values) = &computed[0];
+    send_result(&mut connection, result, values).await;
+    connection
+        .shutdown()
+        .await
+        .expect("close the results connection");
+    drop(connection);
+    // Every result is read before the session closes, so none depends on
+    // how long the coordinator waits for a closing results connection.
+    farm_tests::wait_until("the results to be read", STEP_TIMEOUT, || async {
+        let counters = cluster.status().await.counters.expect("counters");
+        counters.results_accepted == 2
+            && counters.results_rejected_stale == 1
+            && counters.chunk_failures == 1
+    })
+    .await;
+
+    // The results connection ends before the session, as a worker's does.
+    let HandWorker {
+        outbox,
+        mut inbound,
+        ..
+    } = worker;
+    drop(outbox);
+    let ended = tokio::time::timeout(STEP_TIMEOUT, async {
+        while let Ok(Some(_)) = inbound.message().await {}
+    });
+    ended.await.expect("the session ends");
+
+    // A real worker does the chunks left: 1 (malformed) and 3 (returned).
+    cluster.add_worker();
+    let (received, digest) = outcome(&mut job).await;
+    assert!(
+        received == reference::bytes(Function::Sqrt, 0, n),
+        "the client's values differ from the reference"
+    );
+    assert_eq!(digest, reference::summary(Function::Sqrt, 0, n).digest.0);
+    let counters = cluster.status().await.counters.expect("counters");
+    assert_eq!(
+        (
+            counters.results_accepted,
+            counters.results_rejected_stale,
+            counters.chunk_failures,
+            counters.leases_returned,
+            counters.retries,
+        ),
+        (4, 1, 1, 1, 1),
+        "{counters:?}"
+    );
+    // The hand worker's 4, then chunks 1 and 3 again.
+    assert_eq!(counters.leases_granted, 6, "{counters:?}");
     cluster.shutdown().await;
 }
