@@ -253,3 +253,51 @@ async fn a_results_connection_cut_mid_result_ends_the_session_and_the_chunk_is_r
     assert_eq!(status.counters.expect("counters").leases_granted, 2);
     cluster.shutdown().await;
 }
+
+/// A worker that breaks the protocol is told so: its session ends with
+/// INVALID_ARGUMENT naming the breach, not with OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_breach_ends_the_session_with_invalid_argument() {
+    let cluster = TestCluster::builder().workers(0).start().await;
+    let hello = Outgoing::Hello(v1::WorkerHello {
+        protocol_version: PROTOCOL_VERSION,
+        name: "again".into(),
+        threads: 1,
+    });
+    let failure = Outgoing::Failure(v1::ChunkFailure {
+        token: None,
+        message: "boom".into(),
+        retryable: true,
+    });
+    let cases = [
+        (
+            Some(hello),
+            "protocol breach: a second hello in one session",
+        ),
+        (None, "protocol breach: an empty worker message"),
+        (
+            Some(failure),
+            "protocol breach: a failure without a lease token",
+        ),
+    ];
+    for (kind, expected) in cases {
+        let mut worker = HandWorker::connect(&cluster).await;
+        worker
+            .outbox
+            .send(v1::WorkerMessage { kind })
+            .await
+            .expect("send the breach");
+        let status = loop {
+            let message = tokio::time::timeout(STEP_TIMEOUT, worker.inbound.message())
+                .await
+                .expect("the coordinator answers in time");
+            match message {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("{expected}: the session ended with OK"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert_eq!(status.message(), expected);
+    }
+}
