@@ -3,6 +3,7 @@
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 use farm_catalog::Function;
+use farm_coordinator::validate::MAX_WORKER_THREADS;
 
 use crate::number::{NumberError, parse_count};
 use crate::output::{Destination, Format, OutputError, OutputSpec};
@@ -46,7 +47,7 @@ pub struct SubmitArgs {
     pub start: u64,
     /// The coordinator to run on, as HOST:PORT. Without one, an embedded
     /// coordinator and worker run in this process.
-    #[arg(long, env = "FARM_COORDINATOR", value_name = "HOST:PORT")]
+    #[arg(long, env = "FARM_COORDINATOR", value_name = "HOST:PORT", value_parser = non_empty_address)]
     pub coordinator: Option<String>,
     /// Write the ordered values: FILE.npy (numpy), FILE.bin (raw
     /// little-endian f64), FILE.csv or FILE.txt (one per line), or - for
@@ -61,12 +62,17 @@ pub struct SubmitArgs {
     /// as it grows, then synced with its directory.
     #[arg(long, requires = "output")]
     pub fsync: bool,
+    /// Refuse to replace an existing --output file (a device or FIFO is
+    /// still written in place).
+    #[arg(long, requires = "output")]
+    pub no_clobber: bool,
     /// Elements per chunk (rounded up to a multiple of 4096) instead of
     /// the coordinator's choice.
     #[arg(long, value_parser = parse_chunk_size, allow_hyphen_values = true)]
     pub chunk_size: Option<u64>,
-    /// Compute threads for an embedded or local run [default: all cores].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Compute threads for an embedded or local run [default: all cores,
+    /// at most 4096].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKER_THREADS)))]
     pub threads: Option<u16>,
     /// Print the summary as one JSON object.
     #[arg(long)]
@@ -79,7 +85,10 @@ impl SubmitArgs {
     pub fn output_spec(&self) -> Result<Option<OutputSpec>, OutputError> {
         self.output
             .clone()
-            .map(|destination| OutputSpec::new(destination, self.format)?.with_fsync(self.fsync))
+            .map(|destination| {
+                let spec = OutputSpec::new(destination, self.format)?.with_fsync(self.fsync)?;
+                Ok(spec.with_no_clobber(self.no_clobber))
+            })
             .transpose()
     }
 }
@@ -132,7 +141,8 @@ pub struct CoordinatorAddress {
         long = "coordinator",
         env = "FARM_COORDINATOR",
         value_name = "HOST:PORT",
-        default_value = "127.0.0.1:50051"
+        default_value = "127.0.0.1:50051",
+        value_parser = non_empty_address
     )]
     pub address: String,
 }
@@ -144,6 +154,21 @@ fn function_names() -> PossibleValuesParser {
             .map(|f| clap::builder::PossibleValue::new(f.name()).help(f.description())),
     )
 }
+
+/// A `--coordinator` value: empty is refused rather than taken to mean
+/// "none", which would quietly run the job somewhere else than asked.
+fn non_empty_address(text: &str) -> Result<String, EmptyAddress> {
+    if text.is_empty() {
+        return Err(EmptyAddress);
+    }
+    Ok(text.to_owned())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the coordinator address is empty: give HOST:PORT, or (for farm submit) leave out --coordinator and FARM_COORDINATOR to run embedded"
+)]
+pub struct EmptyAddress;
 
 /// A chunk size: a count of at least one.
 fn parse_chunk_size(text: &str) -> Result<u64, ChunkSizeError> {

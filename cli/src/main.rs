@@ -60,7 +60,7 @@ fn run_submit(args: SubmitArgs) -> Result<(), CommandError> {
         n: args.n,
         chunk_size: args.chunk_size,
         output,
-        coordinator: args.coordinator.filter(|c| !c.is_empty()),
+        coordinator: args.coordinator,
         threads,
     };
     if args.start.checked_add(args.n.saturating_sub(1)).is_none() {
@@ -143,8 +143,10 @@ where
     Ok(runtime()?.block_on(async { call(endpoint.connect_lazy().into(), address).await })?)
 }
 
+/// Every core, up to the most a worker may claim.
 fn all_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let max = usize::try_from(farm_coordinator::validate::MAX_WORKER_THREADS).unwrap_or(1);
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(max))
 }
 
 /// One thread runs all of the client's I/O (and the embedded coordinator

@@ -4,6 +4,7 @@
 
 use farm_catalog::Function;
 use farm_catalog::grid::round_to_leaves;
+use farm_net::display::{shown, shown_up_to};
 use farm_proto::PROTOCOL_VERSION;
 use farm_proto::error::{ErrorKind, ServiceError};
 use farm_proto::v1;
@@ -25,8 +26,14 @@ pub enum InvalidRequest {
         "protocol version mismatch: the {peer} speaks version {theirs}, this coordinator speaks version {PROTOCOL_VERSION}; upgrade the older side"
     )]
     ProtocolVersion { peer: &'static str, theirs: u32 },
-    #[error("{0}")]
-    UnknownFunction(#[from] farm_catalog::UnknownFunction),
+    /// The name is echoed escaped and cut short: it may be anything, of
+    /// any length, and the message must fit a status.
+    #[error(
+        "unknown function '{}' (known functions: {})",
+        shown(name),
+        Function::known_names()
+    )]
+    UnknownFunction { name: String },
     #[error("n = {n} is over this coordinator's limit of {max} elements{what}")]
     TooManyElements {
         n: u64,
@@ -70,7 +77,10 @@ pub fn job_spec(
     limits: &RequestLimits,
 ) -> Result<JobSpec, InvalidRequest> {
     protocol_version("client", request.protocol_version)?;
-    let function = Function::from_name(&request.function)?;
+    let function =
+        Function::from_name(&request.function).map_err(|_| InvalidRequest::UnknownFunction {
+            name: request.function.clone(),
+        })?;
     let (max_elements, what) = if request.stream_values {
         (
             limits.max_elements.min(limits.max_streamed_elements),
@@ -127,7 +137,8 @@ pub fn worker_hello(hello: &v1::WorkerHello) -> Result<WorkerInfo, InvalidReques
             threads: hello.threads,
         });
     }
-    let mut name: String = hello.name.chars().take(MAX_WORKER_NAME).collect();
+    // Kept as it may be shown (`farm workers`, logs): escaped, and bounded.
+    let mut name = shown_up_to(&hello.name, MAX_WORKER_NAME).to_string();
     if name.trim().is_empty() {
         name = "unnamed".to_owned();
     }
@@ -235,5 +246,31 @@ mod tests {
             worker_hello(&hello(2, 2)).unwrap_err().kind(),
             ErrorKind::ProtocolMismatch
         );
+        let named = |name: String| v1::WorkerHello {
+            name,
+            ..hello(2, PROTOCOL_VERSION)
+        };
+        assert_eq!(
+            worker_hello(&named("w1\n\u{1b}[2J".into())).unwrap().name,
+            "w1\\u{a}\\u{1b}[2J"
+        );
+        let long = worker_hello(&named("n".repeat(100_000))).unwrap().name;
+        assert_eq!(
+            long,
+            format!("{}… (100000 bytes)", "n".repeat(MAX_WORKER_NAME))
+        );
+    }
+
+    #[test]
+    fn an_oversized_function_name_is_echoed_short() {
+        let err = check(|r| r.function = format!("{}\n", "f".repeat(100_000))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "unknown function '{}… (100001 bytes)' (known functions: sqrt)",
+                "f".repeat(farm_net::display::SHORT)
+            )
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     }
 }

@@ -12,9 +12,11 @@
 //!   connection).
 //! - [`splice`]: moving bytes between sockets, pipes and files inside the
 //!   kernel (Linux).
+//! - [`display`]: showing text another process sent (escaped, bounded).
 //! - [`peer`]: the one check that tells a coordinator from anything else
 //!   listening on its port.
 
+pub mod display;
 pub mod peer;
 pub mod side_connection;
 #[cfg(target_os = "linux")]

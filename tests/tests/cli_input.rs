@@ -2,7 +2,7 @@
 //! refuses with exit code 2 and a message naming the flag and the value.
 
 use farm_catalog::Function;
-use farm_tests::process::{farm, json};
+use farm_tests::process::{farm, farm_with_env, json};
 use farm_tests::reference;
 
 fn stderr(out: &std::process::Output) -> String {
@@ -151,6 +151,66 @@ fn other_bad_input_exits_2() {
             stderr(&out)
         );
     }
+}
+
+#[test]
+fn addresses_that_cannot_be_used_as_given_exit_2() {
+    let tls = "invalid coordinator address 'https://127.0.0.1:50051': TLS (https://) is not \
+               supported yet; give HOST:PORT or http://HOST:PORT";
+    let zero = "invalid coordinator address '127.0.0.1:0': port 0 is not a port anything \
+                listens on; give the coordinator's port";
+    let empty = "invalid value '' for '--coordinator <HOST:PORT>': the coordinator address is \
+                 empty: give HOST:PORT, or (for farm submit) leave out --coordinator and \
+                 FARM_COORDINATOR to run embedded";
+    let submit = ["submit", "sqrt", "--n", "10", "--coordinator"];
+    let cases: [(Vec<&str>, &str); 6] = [
+        ([&submit[..], &["https://127.0.0.1:50051"]].concat(), tls),
+        (
+            vec!["workers", "--coordinator", "https://127.0.0.1:50051"],
+            tls,
+        ),
+        ([&submit[..], &["127.0.0.1:0"]].concat(), zero),
+        (vec!["health", "--coordinator", "127.0.0.1:0"], zero),
+        ([&submit[..], &[""]].concat(), empty),
+        (vec!["status", "1", "--coordinator", ""], empty),
+    ];
+    for (args, expected) in cases {
+        let out = farm(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn an_empty_farm_coordinator_is_refused_not_taken_as_embedded() {
+    let out = farm_with_env(
+        &["submit", "sqrt", "--n", "10"],
+        &[("FARM_COORDINATOR", "")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the coordinator address is empty"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn threads_past_what_a_worker_may_claim_are_refused() {
+    let out = farm(&["submit", "sqrt", "--n", "10", "--threads", "5000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("invalid value '5000' for '--threads <THREADS>': 5000 is not in 1..=4096"),
+        "{}",
+        stderr(&out)
+    );
+    let out = farm(&["submit", "sqrt", "--n", "10", "--threads", "3", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]

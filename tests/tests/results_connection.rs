@@ -383,3 +383,119 @@ async fn results_after_a_drain_notice_reach_the_client_only_as_accepted() {
     assert_eq!(counters.leases_granted, 6, "{counters:?}");
     cluster.shutdown().await;
 }
+
+/// A worker that breaks the protocol is told so: its session ends with
+/// INVALID_ARGUMENT naming the breach, not with OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_breach_ends_the_session_with_invalid_argument() {
+    let cluster = TestCluster::builder().workers(0).start().await;
+    let hello = Outgoing::Hello(v1::WorkerHello {
+        protocol_version: PROTOCOL_VERSION,
+        name: "again".into(),
+        threads: 1,
+    });
+    let failure = Outgoing::Failure(v1::ChunkFailure {
+        token: None,
+        message: "boom".into(),
+        retryable: true,
+    });
+    let cases = [
+        (
+            Some(hello),
+            "protocol breach: a second hello in one session",
+        ),
+        (None, "protocol breach: an empty worker message"),
+        (
+            Some(failure),
+            "protocol breach: a failure without a lease token",
+        ),
+    ];
+    for (kind, expected) in cases {
+        let mut worker = HandWorker::connect(&cluster).await;
+        worker
+            .outbox
+            .send(v1::WorkerMessage { kind })
+            .await
+            .expect("send the breach");
+        let status = loop {
+            let message = tokio::time::timeout(STEP_TIMEOUT, worker.inbound.message())
+                .await
+                .expect("the coordinator answers in time");
+            match message {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("{expected}: the session ended with OK"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert_eq!(status.message(), expected);
+    }
+}
+
+/// What a worker says about a failure reaches the job's client escaped:
+/// a newline or an escape sequence cannot forge a line on its terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_message_reaches_the_client_escaped() {
+    let cluster = TestCluster::builder().workers(0).start().await;
+    let mut worker = HandWorker::connect(&cluster).await;
+    let mut job = submit(&cluster, 4096, 4096).await;
+    let lease = worker.pull_one().await;
+    let failure = Outgoing::Failure(v1::ChunkFailure {
+        token: lease.token,
+        message: "boom\nINFO job finished\u{1b}[2J".into(),
+        retryable: false,
+    });
+    worker
+        .outbox
+        .send(v1::WorkerMessage {
+            kind: Some(failure),
+        })
+        .await
+        .expect("send the failure");
+    let status = loop {
+        let message = tokio::time::timeout(STEP_TIMEOUT, job.message())
+            .await
+            .expect("the job ends in time");
+        match message {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the job ended without its failure"),
+            Err(status) => break status,
+        }
+    };
+    assert!(
+        status
+            .message()
+            .contains("boom\\u{a}INFO job finished\\u{1b}[2J"),
+        "{status:?}"
+    );
+    assert!(!status.message().contains(['\n', '\u{1b}']), "{status:?}");
+}
+
+/// A function name of 100 KB is refused as invalid, echoed as a short
+/// prefix (it used to overflow the status and come back as
+/// RESOURCE_EXHAUSTED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_function_name_is_refused_with_a_short_echo() {
+    let cluster = TestCluster::builder().workers(0).start().await;
+    let request = v1::SubmitJobRequest {
+        protocol_version: PROTOCOL_VERSION,
+        function: "f".repeat(100_000),
+        start: 0,
+        n: 10,
+        chunk_size: 0,
+        stream_values: false,
+        values_connection: false,
+    };
+    let status = JobServiceClient::new(cluster.channel())
+        .submit_job(request)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!(
+            "unknown function '{}… (100000 bytes)' (known functions: sqrt)",
+            "f".repeat(100)
+        )
+    );
+}

@@ -5,10 +5,23 @@
 
 use std::time::Duration;
 
+use farm_net::display::{LONG, Shown, shown_up_to};
 use farm_net::peer::{self, NotACoordinator};
 use farm_proto::convert::BadDigest;
 use farm_proto::error::{ErrorKind, describe};
 use tonic::Status;
+
+/// A status's message as it may be shown: the coordinator's messages
+/// carry what workers sent (a failure message), so control characters
+/// are escaped and the length bounded.
+fn message(status: &Status) -> Shown<'_> {
+    shown_up_to(status.message(), LONG)
+}
+
+/// [`describe`], shown the same way.
+fn described(status: &Status) -> String {
+    shown_up_to(&describe(status), LONG).to_string()
+}
 
 /// Why a job did not finish, or a call was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -19,25 +32,25 @@ pub enum ClientError {
         #[source]
         cause: Unreachable,
     },
-    #[error("the coordinator refused the job: {}", .status.message())]
+    #[error("the coordinator refused the job: {}", message(.status))]
     Invalid {
         #[source]
         status: Status,
     },
-    #[error("{}", .status.message())]
+    #[error("{}", message(.status))]
     ProtocolMismatch {
         #[source]
         status: Status,
     },
     /// The coordinator's message names the job, the chunk, the attempts and
     /// the workers.
-    #[error("{}", .status.message())]
+    #[error("{}", message(.status))]
     JobFailed {
         job: Option<u64>,
         #[source]
         status: Status,
     },
-    #[error("the coordinator is busy: {}", .status.message())]
+    #[error("the coordinator is busy: {}", message(.status))]
     Busy {
         #[source]
         status: Status,
@@ -59,7 +72,7 @@ pub enum ClientError {
     /// says why.
     #[error("the output writer stopped")]
     OutputStopped { job: Option<u64> },
-    #[error("{}", .status.message())]
+    #[error("{}", message(.status))]
     NotFound {
         #[source]
         status: Status,
@@ -75,7 +88,7 @@ pub enum Unreachable {
     #[error("no answer within {} s", .0.as_secs())]
     NoAnswer(Duration),
     /// Refused, reset, or unavailable, as the status says.
-    #[error("{}", describe(.0))]
+    #[error("{}", described(.0))]
     Failed(#[source] Status),
 }
 
@@ -89,7 +102,7 @@ impl Unreachable {
 /// Why a coordinator that accepted the job was lost.
 #[derive(Debug, thiserror::Error)]
 pub enum Lost {
-    #[error("the connection broke ({}); job {job} is lost: submit it again", describe(.status))]
+    #[error("the connection broke ({}); job {job} is lost: submit it again", described(.status))]
     ConnectionBroke {
         job: u64,
         #[source]
@@ -101,7 +114,7 @@ pub enum Lost {
     StreamEnded,
     /// Unavailable or cancelled, as the status says (e.g. the coordinator
     /// is shutting down).
-    #[error("{}", describe(.0))]
+    #[error("{}", described(.0))]
     Failed(#[source] Status),
 }
 
@@ -109,7 +122,7 @@ pub enum Lost {
 #[derive(Debug, thiserror::Error)]
 pub enum Unexpected {
     /// An internal error, as the status says.
-    #[error("{}", describe(.0))]
+    #[error("{}", described(.0))]
     Status(#[source] Status),
     #[error("a value connection that was not asked for, or a malformed token")]
     ValueConnection,
@@ -241,6 +254,29 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(err.to_string(), "job 7 failed: chunk 3");
+    }
+
+    #[test]
+    fn what_workers_sent_is_shown_escaped_and_bounded() {
+        let forged = "job 7 failed: chunk 3 on w1: boom\n\u{1b}[31mERROR forged";
+        let err = ClientError::from_status(
+            Status::new(ErrorKind::JobFailed.code(), forged),
+            ADDRESS,
+            Some(7),
+        );
+        assert_eq!(
+            err.to_string(),
+            "job 7 failed: chunk 3 on w1: boom\\u{a}\\u{1b}[31mERROR forged"
+        );
+        let huge = "x".repeat(100_000);
+        let err = ClientError::from_status(Status::unavailable(huge), ADDRESS, None);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot reach the coordinator at 127.0.0.1:50051: {}… (100000 bytes)",
+                "x".repeat(LONG)
+            )
+        );
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub enum OutputError {
         path.display()
     )]
     UnknownFormat { path: PathBuf },
+    /// `--no-clobber` and the output file exists.
+    #[error("{} exists, and --no-clobber keeps it: remove it or name another file", path.display())]
+    Exists { path: PathBuf },
+    #[error("{} is a directory, not a file", path.display())]
+    Directory { path: PathBuf },
     #[error("cannot create {}: {error}", path.display())]
     Create { path: PathBuf, error: io::Error },
     #[error("cannot write {}: {error}", path.display())]

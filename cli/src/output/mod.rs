@@ -6,6 +6,8 @@
 //!   the whole output is never in memory. Files are written to
 //!   `<path>.partial` and renamed into place by [`Sink::finish`], so an
 //!   interrupted job never leaves a truncated file under the final name.
+//!   What farm does not own is never renamed over: a device or FIFO is
+//!   written in place, and a symbolic link is followed to its file.
 //! - [`summarize_file`] is `farm digest FILE`: it streams a file leaf by leaf
 //!   through the catalog's reducer, so its summary is bit-identical to the
 //!   one the cluster reported for the same values.
@@ -124,6 +126,8 @@ pub struct OutputSpec {
     pub format: Format,
     /// `--fsync`: the file is on disk when the job ends.
     pub fsync: bool,
+    /// `--no-clobber`: an existing file is refused instead of replaced.
+    pub no_clobber: bool,
 }
 
 impl OutputSpec {
@@ -142,6 +146,7 @@ impl OutputSpec {
             destination,
             format,
             fsync: false,
+            no_clobber: false,
         })
     }
 
@@ -153,6 +158,12 @@ impl OutputSpec {
             return Err(OutputError::FsyncStdout);
         }
         Ok(OutputSpec { fsync, ..self })
+    }
+
+    /// Refuses to replace an existing regular file (`--no-clobber`);
+    /// stdout, devices and FIFOs are written as ever.
+    pub fn with_no_clobber(self, no_clobber: bool) -> OutputSpec {
+        OutputSpec { no_clobber, ..self }
     }
 }
 

@@ -1,21 +1,24 @@
 //! Writing a job's values as they arrive: [`create`] and [`Sink`].
 //!
-//! A file is written as `<path>.partial` beside its final name and renamed
-//! into place only once exactly `n` values have been written, so a failed or
-//! interrupted job leaves either nothing or a complete file.
+//! A regular file is written as `<path>.partial` beside its final name and
+//! renamed into place only once exactly `n` values have been written, so a
+//! failed or interrupted job leaves either nothing or a complete file. What
+//! is not a regular file (a device, a FIFO) is written in place ([`place`]).
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 mod from_socket;
 mod partial;
+mod place;
 mod target;
 mod writeback;
 
 use super::{Destination, Format, OutputError, OutputSpec, npy, text};
 use partial::PartialFile;
+use place::Place;
 use target::{Target, stdout_target};
 
 pub use from_socket::SpliceSource;
@@ -29,25 +32,41 @@ const BUFFER_BYTES: usize = 1 << 20;
 /// Where [`Sink::write_batch`] reports stdout's errors from.
 const STDOUT_NAME: &str = "<stdout>";
 
-/// Opens `spec`'s destination for a job of `n` values. For a file this
-/// creates `<path>.partial`; for `.npy`, it writes the header. With
-/// `spec.fsync`, the file is written back to disk as it grows.
+/// Opens `spec`'s destination for a job of `n` values. For a regular file
+/// this creates `<path>.partial`; a device or FIFO is opened in place. For
+/// `.npy`, it writes the header. With `spec.fsync`, a regular file is
+/// written back to disk as it grows.
 pub fn create(spec: &OutputSpec, n: u64) -> Result<Sink, OutputError> {
     let format = spec.format;
-    let (target, partial) = match &spec.destination {
-        Destination::Stdout => (stdout_target(), None),
-        Destination::File(path) => {
-            let partial = PartialFile::new(path);
-            let file = File::create(&partial.partial).map_err(|error| OutputError::Create {
-                path: partial.partial.clone(),
-                error,
-            })?;
-            let writeback = spec.fsync.then(Writeback::new);
-            (Target::File(file, writeback), Some(partial))
-        }
+    let (target, path, partial) = match &spec.destination {
+        Destination::Stdout => (stdout_target(), None, None),
+        Destination::File(path) => match place::resolve(path, spec.no_clobber)? {
+            Place::Replace { path } => {
+                let partial = PartialFile::new(&path, spec.no_clobber);
+                let file = File::create(&partial.partial).map_err(|error| OutputError::Create {
+                    path: partial.partial.clone(),
+                    error,
+                })?;
+                let writeback = spec.fsync.then(Writeback::new);
+                (Target::File(file, writeback), Some(path), Some(partial))
+            }
+            // Neither truncated nor created: a device or FIFO has no
+            // length, and what is not there is not farm's to make here.
+            Place::InPlace { path } => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|error| OutputError::Create {
+                        path: path.clone(),
+                        error,
+                    })?;
+                (Target::File(file, None), Some(path), None)
+            }
+        },
     };
     let mut sink = Sink {
         out: BufWriter::with_capacity(BUFFER_BYTES, target),
+        path,
         partial,
         format,
         text: text::TextWriter::default(),
@@ -70,6 +89,9 @@ pub struct Sink {
     // Declared before `partial` so the file is closed before the partial
     // file guard removes it.
     out: BufWriter<Target>,
+    /// The file written (links followed), or `None` for stdout.
+    path: Option<PathBuf>,
+    /// For a regular file, the partial file it is written as.
     partial: Option<PartialFile>,
     format: Format,
     /// Formats text output; keeps its buffers from batch to batch.
@@ -143,7 +165,8 @@ impl Sink {
         }
         self.out.flush().map_err(|error| self.write_error(error))?;
         let durable = match self.out.get_ref() {
-            // All of it, data and size.
+            // All of it, data and size. (Only a regular file has a
+            // writeback: a device or FIFO is not synced.)
             Target::File(file, Some(_)) => {
                 file.sync_all().map_err(|error| OutputError::Sync {
                     path: self.display_path(),
@@ -170,26 +193,23 @@ impl Sink {
 
     /// The name errors report: the partial file while it is being written.
     fn display_path(&self) -> PathBuf {
-        match &self.partial {
-            Some(partial) => partial.partial.clone(),
-            None => PathBuf::from(STDOUT_NAME),
+        match (&self.partial, &self.path) {
+            (Some(partial), _) => partial.partial.clone(),
+            (None, Some(path)) => path.clone(),
+            (None, None) => PathBuf::from(STDOUT_NAME),
         }
     }
 
     fn wrong_count(&self, got: u64) -> OutputError {
-        let path = match &self.partial {
-            Some(partial) => partial.path.clone(),
-            None => PathBuf::from(STDOUT_NAME),
-        };
         OutputError::WrongCount {
-            path,
+            path: self.path.clone().unwrap_or_else(|| STDOUT_NAME.into()),
             expected: self.expected,
             got,
         }
     }
 
     fn write_error(&self, error: io::Error) -> OutputError {
-        if self.partial.is_none() && error.kind() == io::ErrorKind::BrokenPipe {
+        if self.path.is_none() && error.kind() == io::ErrorKind::BrokenPipe {
             OutputError::BrokenPipe
         } else {
             OutputError::Write {

@@ -182,7 +182,13 @@ impl ValueRoute {
             return false;
         }
         match self {
-            ValueRoute::Connection(writer) => writer.send(batch.values, CLIENT_STALL_TIMEOUT).await,
+            // A client that left the job's stream is gone even while its
+            // value connection still takes bytes (or is stuck).
+            ValueRoute::Connection(writer) => tokio::select! {
+                sent = writer.send(batch.values, CLIENT_STALL_TIMEOUT) => sent,
+                () = events.closed() => false,
+                () = hub.shutdown_token().cancelled() => false,
+            },
             // Values in memory go on as they came: no copy. (An offer is
             // settled by now.)
             ValueRoute::Stream | ValueRoute::Offered { .. } => {

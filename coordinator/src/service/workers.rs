@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use farm_net::display::{LONG, shown_up_to};
 use farm_net::side_connection::{ACCEPTED, Purpose};
 use farm_net::wire::{Encoded, FrameBody, MessageReader, Payload, server};
 use farm_proto::error::to_status;
@@ -42,6 +43,10 @@ const MAX_PULL_SLOTS: u32 = 64;
 
 /// How long a results connection may pause in the middle of a result.
 const RESULT_STALL: Duration = Duration::from_secs(60);
+
+/// How long a session that broke the protocol may take to take in the
+/// status saying so.
+const BREACH_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a worker that closed its session may take to finish sending
 /// on its results connection, which it closes first.
@@ -129,13 +134,22 @@ impl WorkersApi {
         let span = tracing::info_span!("worker_session", %worker);
         self.hub.tasks().spawn(
             async move {
-                let reason = read_session(&hub, worker, &mut inbound, &mut results, &closed).await;
+                let end = read_session(&hub, worker, &mut inbound, &mut results, &closed).await;
                 if let Some(offers) = hub.value_offers() {
                     offers.withdraw(Purpose::ChunkResults, worker.0);
                 }
                 drop(results);
-                hub.worker_gone(worker);
-                tracing::info!(%worker, %reason, "worker disconnected");
+                match end {
+                    SessionEnd::Breach(breach) => {
+                        tracing::warn!(%worker, %breach, "worker broke the protocol");
+                        refuse(&hub, worker, breach).await;
+                        hub.worker_gone(worker);
+                    }
+                    SessionEnd::Closed(reason) => {
+                        hub.worker_gone(worker);
+                        tracing::info!(%worker, %reason, "worker disconnected");
+                    }
+                }
             }
             .instrument(span),
         );
@@ -232,9 +246,9 @@ async fn read_results(
     tracing::debug!(%worker, "results connection open");
     loop {
         match next_result(&mut stream, RESULT_STALL).await {
-            Ok(Some(received)) => hub.with_scheduler(|s, now| {
-                report(s, worker, received.result, received.values, now)
-            })?,
+            Ok(Some(received)) => hub
+                .with_scheduler(|s, now| report(s, worker, received.result, received.values, now))
+                .map_err(|breach| breach.to_string())?,
             Ok(None) => return Ok(()),
             Err(error) => return Err(error.to_string()),
         }
@@ -245,6 +259,29 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
+/// Why a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// The worker broke the protocol: the session ends with
+    /// INVALID_ARGUMENT saying how.
+    Breach(Breach),
+    /// It closed, broke or was closed; the reason is for the log.
+    Closed(String),
+}
+
+/// A message a worker must not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Breach {
+    #[error("an empty worker message")]
+    Empty,
+    #[error("a second hello in one session")]
+    SecondHello,
+    #[error("a failure without a lease token")]
+    FailureWithoutToken,
+    #[error("a result without a lease token")]
+    ResultWithoutToken,
+}
+
 /// Feeds a session's messages to the scheduler until it ends; returns why.
 async fn read_session(
     hub: &Arc<Hub>,
@@ -252,28 +289,46 @@ async fn read_session(
     inbound: &mut MessageReader<Body>,
     results: &mut ResultsLink,
     closed: &CancellationToken,
-) -> String {
+) -> SessionEnd {
     loop {
         let message = tokio::select! {
             message = inbound.message_with_payload::<v1::WorkerMessage>() => message,
             advanced = results.advance(hub, worker) => match advanced {
                 Ok(()) => continue,
-                Err(reason) => return reason,
+                Err(reason) => return SessionEnd::Closed(reason),
             },
-            () = closed.cancelled() => return "session closed by the coordinator".to_owned(),
+            () = closed.cancelled() => {
+                return SessionEnd::Closed("session closed by the coordinator".to_owned());
+            }
         };
         match message {
             Ok(Some((message, values))) => {
-                if let Err(reason) = handle(hub, worker, message, values) {
-                    return reason;
+                if let Err(breach) = handle(hub, worker, message, values) {
+                    return SessionEnd::Breach(breach);
                 }
             }
             Ok(None) => {
                 results.finish(hub, worker).await;
-                return "worker closed the session".to_owned();
+                return SessionEnd::Closed("worker closed the session".to_owned());
             }
-            Err(status) => return format!("session broke: {}", status.message()),
+            Err(status) => {
+                return SessionEnd::Closed(format!(
+                    "session broke: {}",
+                    shown_up_to(status.message(), LONG)
+                ));
+            }
         }
+    }
+}
+
+/// Ends `worker`'s session with a status naming `breach`, after what is
+/// already queued for it.
+async fn refuse(hub: &Hub, worker: WorkerId, breach: Breach) {
+    let outbox = hub.lock().sessions.get(&worker).map(|s| s.outbox.clone());
+    if let Some(outbox) = outbox {
+        let status = Status::invalid_argument(format!("protocol breach: {breach}"));
+        // A worker that reads nothing does not get to hold the session.
+        let _ = tokio::time::timeout(BREACH_SEND_TIMEOUT, outbox.send(Err(status))).await;
     }
 }
 
@@ -283,12 +338,12 @@ fn handle(
     worker: WorkerId,
     message: v1::WorkerMessage,
     values: Payload,
-) -> Result<(), String> {
+) -> Result<(), Breach> {
     let Some(kind) = message.kind else {
-        return Err("empty worker message".to_owned());
+        return Err(Breach::Empty);
     };
     match kind {
-        Kind::Hello(_) => return Err("a second hello in one session".to_owned()),
+        Kind::Hello(_) => return Err(Breach::SecondHello),
         Kind::Pull(pull) => {
             let slots = pull.slots.min(MAX_PULL_SLOTS);
             hub.with_scheduler(|s, now| s.pull(worker, slots, now));
@@ -319,16 +374,17 @@ fn handle(
                     report(s, worker, result, values, now)?;
                 }
                 s.pull(worker, batch.pull.min(MAX_PULL_SLOTS), now);
-                Ok::<(), String>(())
+                Ok::<(), Breach>(())
             })?;
         }
         Kind::Failure(failure) => {
-            let token = token_from_message(failure.token.as_ref())
-                .ok_or_else(|| "a failure without a lease token".to_owned())?;
-            tracing::warn!(%worker, %token, retryable = failure.retryable, error = %failure.message, "chunk failed");
-            let _ = hub.with_scheduler(|s, now| {
-                s.fail(worker, token, failure.message, failure.retryable, now)
-            });
+            let token =
+                token_from_message(failure.token.as_ref()).ok_or(Breach::FailureWithoutToken)?;
+            // Kept as it may be shown, in this log and to the job's client.
+            let message = shown_up_to(&failure.message, LONG).to_string();
+            tracing::warn!(%worker, %token, retryable = failure.retryable, error = %message, "chunk failed");
+            let _ =
+                hub.with_scheduler(|s, now| s.fail(worker, token, message, failure.retryable, now));
         }
     }
     Ok(())
@@ -342,9 +398,8 @@ fn report(
     result: v1::ChunkResult,
     values: ChunkValues,
     now: Instant,
-) -> Result<(), String> {
-    let token = token_from_message(result.token.as_ref())
-        .ok_or_else(|| "a result without a lease token".to_owned())?;
+) -> Result<(), Breach> {
+    let token = token_from_message(result.token.as_ref()).ok_or(Breach::ResultWithoutToken)?;
     let compute = Duration::from_micros(result.compute_us);
     let report = ChunkReport {
         summary: result.chunk_summary(),

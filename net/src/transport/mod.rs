@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
+use crate::display::shown;
 use direct::Direct;
 
 /// HTTP/2 flow-control windows. The 64 KiB default would stall a stream
@@ -36,29 +37,64 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long establishing a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// An address as users give it (`host:port`, or a URI) made into a URI.
+/// Why an address (as users give it: `host:port`, or a URI) is not one
+/// farm can connect to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid coordinator address '{address}': expected HOST:PORT, e.g. 127.0.0.1:50051")]
-pub struct BadAddress {
-    pub address: String,
+pub enum BadAddress {
+    #[error(
+        "invalid coordinator address '{}': expected HOST:PORT, e.g. 127.0.0.1:50051",
+        shown(address)
+    )]
+    Malformed { address: String },
+    #[error(
+        "invalid coordinator address '{}': port 0 is not a port anything listens on; give the coordinator's port",
+        shown(address)
+    )]
+    PortZero { address: String },
+    /// Refused rather than used in plaintext, which the user did not ask
+    /// for.
+    #[error(
+        "invalid coordinator address '{}': TLS (https://) is not supported yet; give HOST:PORT or http://HOST:PORT",
+        shown(address)
+    )]
+    Tls { address: String },
 }
 
 /// The endpoint for a coordinator at `address` (`host:port` or
 /// `http://host:port`), with farm's connection settings.
 pub fn endpoint(address: &str) -> Result<Endpoint, BadAddress> {
-    let bad = || BadAddress {
-        address: address.to_owned(),
-    };
-    let uri = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    };
-    let uri: Uri = uri.parse().map_err(|_| bad())?;
-    if uri.host().is_none_or(str::is_empty) || uri.port().is_none() {
-        return Err(bad());
+    let address_owned = || address.to_owned();
+    let uri: Uri = match address.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+            return Err(BadAddress::Tls {
+                address: address_owned(),
+            });
+        }
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => address.parse(),
+        Some(_) => {
+            return Err(BadAddress::Malformed {
+                address: address_owned(),
+            });
+        }
+        None => format!("http://{address}").parse(),
     }
-    Ok(configure(Endpoint::from(uri)))
+    .map_err(|_| BadAddress::Malformed {
+        address: address_owned(),
+    })?;
+    let has_path = !matches!(uri.path(), "" | "/") || uri.query().is_some();
+    match (uri.host(), uri.port_u16()) {
+        (Some(host), Some(port)) if !host.is_empty() && !has_path => {
+            if port == 0 {
+                return Err(BadAddress::PortZero {
+                    address: address_owned(),
+                });
+            }
+            Ok(configure(Endpoint::from(uri)))
+        }
+        _ => Err(BadAddress::Malformed {
+            address: address_owned(),
+        }),
+    }
 }
 
 fn configure(endpoint: Endpoint) -> Endpoint {
@@ -156,7 +192,18 @@ mod tests {
         assert!(endpoint("127.0.0.1:50051").is_ok());
         assert!(endpoint("coordinator:50051").is_ok());
         assert!(endpoint("http://[::1]:50051").is_ok());
-        for bad in ["", "127.0.0.1", "no spaces:1", ":50051", "http://"] {
+        assert!(endpoint("HTTP://localhost:1").is_ok());
+        let bad = [
+            "",
+            "127.0.0.1",
+            "no spaces:1",
+            ":50051",
+            "http://",
+            "ftp://host:1",
+            "host:1/path",
+            "host:99999",
+        ];
+        for bad in bad {
             assert_eq!(
                 endpoint(bad).unwrap_err().to_string(),
                 format!(
@@ -164,5 +211,24 @@ mod tests {
                 )
             );
         }
+        for zero in ["127.0.0.1:0", "http://host:0"] {
+            assert_eq!(
+                endpoint(zero).unwrap_err().to_string(),
+                format!(
+                    "invalid coordinator address '{zero}': port 0 is not a port anything listens on; give the coordinator's port"
+                )
+            );
+        }
+        for tls in ["https://host:443", "HTTPS://127.0.0.1:50051"] {
+            assert_eq!(
+                endpoint(tls).unwrap_err().to_string(),
+                format!(
+                    "invalid coordinator address '{tls}': TLS (https://) is not supported yet; give HOST:PORT or http://HOST:PORT"
+                )
+            );
+        }
+        let long = format!("{}:1\n", "h".repeat(100_000));
+        let message = endpoint(&long).unwrap_err().to_string();
+        assert!(message.len() < 300, "{message}");
     }
 }
