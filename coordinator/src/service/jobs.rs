@@ -177,7 +177,8 @@ impl ValueRoute {
         if !self.settle(hub, events).await {
             return false;
         }
-        match self {
+        let bytes = batch.values.len();
+        let sent = match self {
             ValueRoute::Connection(writer) => writer.send(batch.values, CLIENT_STALL_TIMEOUT).await,
             // Values in memory go on as they came: no copy. (An offer is
             // settled by now.)
@@ -193,7 +194,11 @@ impl ValueRoute {
                 let encoded = Encoded::values_batch(batch.offset, values);
                 send_encoded(hub, events, encoded).await
             }
+        };
+        if sent {
+            hub.count_streamed(bytes);
         }
+        sent
     }
 
     /// Decides an offered route when the first values are ready: the

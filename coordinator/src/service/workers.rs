@@ -121,7 +121,7 @@ impl WorkersApi {
         tracing::info!(%worker, name = %info.name, threads = info.threads, %peer, "worker connected");
 
         let hub = self.hub.clone();
-        let span = tracing::info_span!("worker_session", %worker);
+        let span = tracing::info_span!("worker_session", %worker, worker_name = %info.name);
         tokio::spawn(
             async move {
                 let reason = read_session(&hub, worker, &mut inbound, &mut results, &closed).await;
