@@ -106,7 +106,7 @@ impl LoopbackCluster {
     /// One worker per entry, each started with those extra flags.
     pub fn start_with(bin: &Path, workers: &[Vec<String>]) -> anyhow::Result<LoopbackCluster> {
         let mut coordinator = Command::new(bin.join("farm-coordinator"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

@@ -15,6 +15,9 @@ use crate::output::{Destination, Format, OutputError, OutputSpec};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines (warnings and errors) are written on stderr.
+    #[arg(long, global = true, env = "FARM_LOG_FORMAT", value_enum, default_value_t = farm_setup::LogFormat::Text)]
+    pub log_format: farm_setup::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

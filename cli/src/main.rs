@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     });
     farm_setup::tune_allocator();
     // Only warnings by default: the output of `farm` is its result.
-    farm_setup::init_tracing("warn");
+    farm_setup::init_tracing_as("warn", cli.log_format);
     let result = match cli.command {
         Command::Submit(args) => run_submit(args),
         Command::Digest(args) => run_digest(&args),

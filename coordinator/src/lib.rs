@@ -7,6 +7,7 @@
 //!   clients, results connections from workers, values held in pipes.
 //! - [`config`] and [`validate`]: what may be configured and requested.
 //! - [`listener`]: the port, shared by gRPC and those connections.
+//! - [`metrics`]: what `GET /metrics` shows, on a port of its own.
 //!
 //! [`run_tcp`] serves on a TCP listener until `shutdown` resolves;
 //! [`in_process`] serves calls made from the same process (the embedded
@@ -16,6 +17,7 @@
 
 pub mod config;
 mod listener;
+pub mod metrics;
 pub mod scheduler;
 pub mod service;
 pub mod validate;
@@ -67,13 +69,35 @@ pub async fn run_tcp(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CoordinatorError> {
+    run_tcp_with_metrics(config, listener, None, shutdown).await
+}
+
+/// Like [`run_tcp`], and serves `GET /metrics` (see [`metrics`]) on
+/// `metrics` until shutdown begins.
+pub async fn run_tcp_with_metrics(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CoordinatorError> {
     config.validate()?;
     let stop = CancellationToken::new();
     let offers = Arc::new(ValueOffers::default());
     let hub = Arc::new(Hub::new(config.clone(), stop.clone()).with_value_offers(offers.clone()));
     let incoming =
         listener::sort_connections(listener, offers, hub.shutdown_token().clone(), hub.tasks());
-    serve(hub, stop, incoming, shutdown).await
+    let metrics = async {
+        if let Some(listener) = metrics {
+            let scraped = hub.clone();
+            let render = move || metrics::render(&scraped);
+            farm_net::metrics_http::serve(listener, render, stop.clone()).await;
+        }
+    };
+    let (served, ()) = tokio::join!(
+        serve(hub.clone(), stop.clone(), incoming, shutdown),
+        metrics
+    );
+    served
 }
 
 /// Serves the gRPC services on the HTTP/2 connections of `incoming` until

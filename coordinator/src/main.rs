@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use farm_coordinator::CoordinatorConfig;
 use farm_coordinator::config::{DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_STREAMED_ELEMENTS};
+use farm_setup::LogFormat;
 
 /// How long open streams get to end after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -39,6 +40,30 @@ struct Args {
     /// Largest n a job that streams its values back may ask for.
     #[arg(long, default_value_t = DEFAULT_MAX_STREAMED_ELEMENTS)]
     max_streamed_elements: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics, or `off`.
+    #[arg(long, env = "FARM_HTTP", value_name = "ADDR|off", default_value = DEFAULT_HTTP, value_parser = parse_http)]
+    http: HttpAddress,
+    /// How log lines are written on stderr.
+    #[arg(long, env = "FARM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// Loopback: metrics are for this machine unless asked otherwise. Beside
+/// the coordinator's 50051 and the worker's health port 50052.
+const DEFAULT_HTTP: &str = "127.0.0.1:50053";
+
+/// Where to serve metrics, if anywhere.
+#[derive(Debug, Clone, Copy)]
+struct HttpAddress(Option<SocketAddr>);
+
+fn parse_http(value: &str) -> Result<HttpAddress, String> {
+    if value == "off" {
+        return Ok(HttpAddress(None));
+    }
+    value
+        .parse()
+        .map(|address| HttpAddress(Some(address)))
+        .map_err(|_| format!("expected an address like {DEFAULT_HTTP}, or off"))
 }
 
 impl Args {
@@ -59,14 +84,14 @@ fn main() -> ExitCode {
     // Before the runtime's threads exist: they take their allocator arena
     // on their first allocation.
     farm_setup::tune_allocator();
-    farm_setup::init_tracing("info");
+    farm_setup::init_tracing_as("info", args.log_format);
     let served = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(serve(args)));
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("farm-coordinator: {err:#}");
+            farm_setup::report(format_args!("farm-coordinator: {err:#}"));
             ExitCode::FAILURE
         }
     }
@@ -79,12 +104,36 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr()?;
+    let metrics = match args.http.0 {
+        Some(metrics_address) => Some(
+            tokio::net::TcpListener::bind(metrics_address)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot serve metrics on {metrics_address}: {e} (--http off turns them off)"
+                    )
+                })?,
+        ),
+        None => None,
+    };
     // Scripts and tests read this line to find the port of `--listen :0`.
-    println!("farm-coordinator listening on {address}");
+    farm_setup::say(format_args!("farm-coordinator listening on {address}"));
+    if let Some(metrics) = &metrics {
+        // And this one the port of `--http 127.0.0.1:0`.
+        farm_setup::say(format_args!(
+            "farm-coordinator serving metrics on http://{}/metrics",
+            metrics.local_addr()?
+        ));
+    }
 
     let stop = tokio_util::sync::CancellationToken::new();
     farm_setup::stop_on_signals("farm-coordinator", stop.clone());
-    let server = farm_coordinator::run_tcp(config, listener, stop.clone().cancelled_owned());
+    let server = farm_coordinator::run_tcp_with_metrics(
+        config,
+        listener,
+        metrics,
+        stop.clone().cancelled_owned(),
+    );
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return Ok(result?),

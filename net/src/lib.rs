@@ -15,8 +15,10 @@
 //! - [`display`]: showing text another process sent (escaped, bounded).
 //! - [`peer`]: the one check that tells a coordinator from anything else
 //!   listening on its port.
+//! - [`metrics_http`]: the plain-HTTP `GET /metrics` endpoint.
 
 pub mod display;
+pub mod metrics_http;
 pub mod peer;
 pub mod side_connection;
 #[cfg(target_os = "linux")]

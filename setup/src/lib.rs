@@ -2,17 +2,72 @@
 //! tuning and shutdown signals. Libraries never call these: only a
 //! binary's `main` does, once.
 
-/// Logs to stderr, filtered by `RUST_LOG`, or by `default` (e.g. `info`)
-/// when it is unset.
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line of text per event.
+    #[default]
+    Text,
+    /// For log collectors: one JSON object per line, with the event's
+    /// fields and those of the spans it happened in (e.g. the worker's).
+    Json,
+}
+
+/// Logs to stderr as text, filtered by `RUST_LOG`, or by `default` (e.g.
+/// `info`) when it is unset.
 pub fn init_tracing(default: &str) {
+    init_tracing_as(default, LogFormat::Text);
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG`, or by `default`
+/// when it is unset. A log line that cannot be written (stderr is a closed
+/// pipe, a full disk) is dropped: logging never stops or kills the process.
+pub fn init_tracing_as(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes would garble logs written to files and pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(|| Unfailing(std::io::stderr()))
+        // Its default reports a failed write with `eprintln!`, which
+        // panics when stderr is a closed pipe.
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Text => builder
+            // Colour codes would garble logs written to files and pipes.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
+}
+
+/// A writer that reports every write as done, so a log line that cannot
+/// be written is dropped rather than reported.
+struct Unfailing<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Unfailing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
+/// Writes `message` as a line to stderr, ignoring a closed stderr (where
+/// `eprintln!` would panic).
+pub fn report(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+/// Writes `message` as a line to stdout, ignoring a closed stdout (where
+/// `println!` would panic).
+pub fn say(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{message}");
 }
 
 /// Keeps freed result buffers in the process for the next ones.
@@ -67,7 +122,7 @@ pub fn stop_on_signals(program: &'static str, first: tokio_util::sync::Cancellat
         shutdown_signal().await;
         first.cancel();
         shutdown_signal().await;
-        eprintln!("{program}: second signal, exiting now");
+        report(format_args!("{program}: second signal, exiting now"));
         std::process::exit(130);
     });
 }

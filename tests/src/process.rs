@@ -50,6 +50,9 @@ impl Process {
         let child = Command::new(binary(name))
             .args(args)
             .env("RUST_LOG", "info")
+            // Coordinators run side by side: none may take the default
+            // metrics port.
+            .env("FARM_HTTP", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

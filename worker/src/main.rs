@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use farm_setup::LogFormat;
 use farm_worker::WorkerConfig;
 use farm_worker::faults::{self, Faults};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// A farm worker: computes chunks of map jobs on every core of this machine.
 #[derive(Debug, Parser)]
@@ -35,6 +37,9 @@ struct Args {
     /// back (e.g. 30s).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_grace: Duration,
+    /// How log lines are written on stderr.
+    #[arg(long, env = "FARM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 const TESTING_FAULTS: &str = "\
@@ -52,7 +57,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let faults = test_faults();
     farm_setup::tune_allocator();
-    farm_setup::init_tracing("info");
+    farm_setup::init_tracing_as("info", args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("farm-io")
@@ -61,14 +66,16 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("farm-worker: cannot start the async runtime: {err}");
+            farm_setup::report(format_args!(
+                "farm-worker: cannot start the async runtime: {err}"
+            ));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(serve(args, faults)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("farm-worker: {err:#}");
+            farm_setup::report(format_args!("farm-worker: {err:#}"));
             ExitCode::FAILURE
         }
     }
@@ -113,12 +120,15 @@ async fn serve(args: Args, faults: Faults) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot serve health checks on {address}: {e}"))?;
         tasks.spawn(serve_health(listener, connection, drain.clone()));
     }
+    // Every line this worker logs names it.
+    let span = tracing::info_span!("worker", worker_name = %config.name);
     let served = farm_worker::run_reporting(
         config,
         endpoint.connect_lazy().into(),
         drain.clone(),
         connected,
     )
+    .instrument(span)
     .await;
     // Refused, say: the health service stops too.
     drain.cancel();

@@ -11,6 +11,8 @@ pub struct Counters {
     pub leases_expired: u64,
     pub leases_returned: u64,
     pub results_accepted: u64,
+    /// Elements of the accepted results.
+    pub elements_computed: u64,
     pub results_rejected_stale: u64,
     pub chunk_failures: u64,
     pub retries: u64,

@@ -80,6 +80,7 @@ impl<V: HeldValues> Scheduler<V> {
             None => {}
         }
         self.counters.results_accepted += 1;
+        self.counters.elements_computed += len;
         if accepted.backup_won {
             self.counters.backups_won += 1;
         }

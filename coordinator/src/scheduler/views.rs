@@ -80,6 +80,17 @@ impl<V: HeldValues> Scheduler<V> {
         self.ended.iter().rev().find(|s| s.id == job).cloned()
     }
 
+    /// Every job [`Scheduler::job_status`] knows, by id.
+    pub fn job_statuses(&self, now: Instant) -> Vec<JobStatus> {
+        let ended = self.ended.iter().filter(|s| !self.jobs.contains_key(&s.id));
+        let mut statuses: Vec<JobStatus> = ended
+            .cloned()
+            .chain(self.jobs.values().map(|j| j.status(now)))
+            .collect();
+        statuses.sort_by_key(|s| s.id);
+        statuses
+    }
+
     pub fn running_jobs(&self) -> usize {
         self.jobs.values().filter(|j| j.is_running()).count()
     }

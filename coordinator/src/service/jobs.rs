@@ -181,7 +181,8 @@ impl ValueRoute {
         if !self.settle(hub, events).await {
             return false;
         }
-        match self {
+        let bytes = batch.values.len();
+        let sent = match self {
             // A client that left the job's stream is gone even while its
             // value connection still takes bytes (or is stuck).
             ValueRoute::Connection(writer) => tokio::select! {
@@ -203,7 +204,11 @@ impl ValueRoute {
                 let encoded = Encoded::values_batch(batch.offset, values);
                 send_encoded(hub, events, encoded).await
             }
+        };
+        if sent {
+            hub.count_streamed(bytes);
         }
+        sent
     }
 
     /// Decides an offered route when the first values are ready: the

@@ -13,6 +13,7 @@ mod status;
 mod workers;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,8 @@ pub struct Hub {
     tasks: TaskTracker,
     /// Value connections, when clients can open them (a TCP listener).
     value_offers: Option<Arc<ValueOffers>>,
+    /// Bytes of values sent to clients, for the metrics.
+    streamed_bytes: AtomicU64,
 }
 
 impl Hub {
@@ -93,6 +96,7 @@ impl Hub {
             shutdown,
             tasks: TaskTracker::new(),
             value_offers: None,
+            streamed_bytes: AtomicU64::new(0),
         }
     }
 
@@ -155,6 +159,16 @@ impl Hub {
             );
         }
         state.apply_effects();
+    }
+
+    /// Bytes of values sent to clients since the coordinator started.
+    pub fn streamed_bytes(&self) -> u64 {
+        self.streamed_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_streamed(&self, bytes: usize) {
+        self.streamed_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {

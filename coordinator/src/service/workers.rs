@@ -131,7 +131,7 @@ impl WorkersApi {
         tracing::info!(%worker, name = %info.name, threads = info.threads, %peer, "worker connected");
 
         let hub = self.hub.clone();
-        let span = tracing::info_span!("worker_session", %worker);
+        let span = tracing::info_span!("worker_session", %worker, worker_name = %info.name);
         self.hub.tasks().spawn(
             async move {
                 let end = read_session(&hub, worker, &mut inbound, &mut results, &closed).await;

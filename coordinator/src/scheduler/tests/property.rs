@@ -263,6 +263,8 @@ proptest! {
         };
         prop_assert!(result.summary.bit_identical(&reference(&spec)));
         prop_assert_eq!(h.s.counters().results_accepted, result.chunks);
+        // Each chunk is accepted once, so each element is counted once.
+        prop_assert_eq!(h.s.counters().elements_computed, n);
         if stream_values {
             let expected: Vec<f64> = (0..n).map(|i| spec.function.eval(spec.start + i)).collect();
             prop_assert!(h.values == le_bytes(&expected).as_ref());
