@@ -27,6 +27,9 @@ pub enum Section {
     Python,
     /// Each worker's share of a job with unequal workers.
     Hetero,
+    /// One worker direct and behind 5, 25 and 100 ms each way, and an
+    /// `--output` job over a thin link.
+    Far,
 }
 
 /// How simulated workers report results.
@@ -117,6 +120,17 @@ pub struct Args {
     /// worker.
     #[arg(long, default_value = "1e10", value_parser = parse_count)]
     pub hetero_n: u64,
+
+    /// far: elements of the summary job run direct and behind each delay.
+    #[arg(long, default_value = "5e9", value_parser = parse_count)]
+    pub far_n: u64,
+    /// far: elements of the `--output` job over the thin link (8 bytes
+    /// each).
+    #[arg(long, default_value = "2e7", value_parser = parse_count)]
+    pub far_output_n: u64,
+    /// far: bytes per second each way on the thin link.
+    #[arg(long, default_value = "40000000", value_parser = parse_count)]
+    pub far_link_rate: u64,
 }
 
 impl Args {

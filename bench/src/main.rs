@@ -12,6 +12,8 @@
 //! - [`memory`]: peak RSS of the coordinator and the clients.
 //! - [`python`]: the Python tutorial's `Pool` experiment beside farm.
 //! - [`hetero`]: each worker's share with unequal workers.
+//! - [`far`]: one worker direct and behind added delays, and values over a
+//!   thin link.
 //!
 //! Run: `cargo run --release -p farm-bench -- [--only SECTION,..]` (see
 //! bench/README.md).
@@ -19,6 +21,7 @@
 mod args;
 mod cluster;
 mod compute;
+mod far;
 mod hetero;
 mod loopback;
 mod memory;
@@ -73,6 +76,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.runs_section(Section::Hetero) {
         hetero::run(&bin, &args)?;
+    }
+    if args.runs_section(Section::Far) {
+        far::run(&bin, &args)?;
     }
     Ok(())
 }

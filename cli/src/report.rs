@@ -168,6 +168,15 @@ pub fn print_file_summary(
     print_lines(out, &lines)
 }
 
+/// A worker's round trip for `farm workers`: "-" until measured.
+fn round_trip(micros: u64) -> String {
+    match micros {
+        0 => "-".to_owned(),
+        1..1000 => format!("{micros}us"),
+        _ => format!("{:.1}ms", micros as f64 / 1000.0),
+    }
+}
+
 /// Prints the cluster's workers and counters.
 pub fn print_cluster(
     out: &mut dyn Write,
@@ -186,7 +195,7 @@ pub fn print_cluster(
                     "leases_held": w.leases_held, "chunks_completed": w.chunks_completed,
                     "elements_completed": w.elements_completed, "draining": w.draining,
                     "silent": w.silent, "elements_per_s": w.elements_per_second,
-                    "last_seen_ms": w.last_seen_ms,
+                    "last_seen_ms": w.last_seen_ms, "round_trip_us": w.round_trip_us,
                 })
             })
             .collect();
@@ -220,8 +229,8 @@ pub fn print_cluster(
     }
     writeln!(
         out,
-        "{:<6}{:<28}{:>8}{:>8}{:>10}{:>16}{:>14}  state",
-        "id", "name", "threads", "leases", "chunks", "elements", "elements/s"
+        "{:<6}{:<28}{:>8}{:>8}{:>10}{:>16}{:>14}{:>10}  state",
+        "id", "name", "threads", "leases", "chunks", "elements", "elements/s", "rtt"
     )?;
     for w in &status.workers {
         let state = if w.silent {
@@ -238,14 +247,15 @@ pub fn print_cluster(
         };
         writeln!(
             out,
-            "{:<6}{:<28}{:>8}{:>8}{:>10}{:>16}{:>14}  {state}",
+            "{:<6}{:<28}{:>8}{:>8}{:>10}{:>16}{:>14}{:>10}  {state}",
             format!("w{}", w.worker_id),
             w.name,
             w.threads,
             w.leases_held,
             w.chunks_completed,
             w.elements_completed,
-            speed
+            speed,
+            round_trip(w.round_trip_us)
         )?;
     }
     writeln!(

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod compose;
 pub mod faults;
 pub mod process;
+pub mod proxy;
 pub mod reference;
 
 use std::future::Future;

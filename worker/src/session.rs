@@ -217,6 +217,12 @@ impl Session<'_> {
                 self.leases.revoke(&revoke.tokens);
                 self.pull_more().await;
             }
+            Some(Incoming::Ping(ping)) => {
+                // At once: the coordinator times our round trip with it,
+                // and holds us enough work to cover it.
+                let sent_us = ping.sent_us;
+                self.send(Outgoing::Pong(v1::Pong { sent_us })).await;
+            }
             Some(Incoming::Welcome(_)) | None => {
                 tracing::debug!("ignoring an unexpected coordinator message");
             }

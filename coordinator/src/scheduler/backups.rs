@@ -13,6 +13,12 @@
 //! speed. A lease already past its expected end is assumed to need as long
 //! again as it has been running.
 //!
+//! Round trips count on both sides: a holder's result still has to cross
+//! its link (half its round trip), and a backup's grant and result cross
+//! the idle worker's (a whole one), so a backup goes to whoever would
+//! deliver the chunk first, and a far worker's tail chunk is backed up by
+//! a near one that would beat it.
+//!
 //! Backups are handed out on the scheduler's tick, from one walk over the
 //! leases in flight: looking for them on every result, for every idle
 //! worker, cost a walk per idle worker per result and stalled a
@@ -59,8 +65,11 @@ impl<V: HeldValues> Scheduler<V> {
             let Some(my_speed) = self.cluster.estimate(entry.speed, entry.info.threads) else {
                 continue;
             };
+            // The backup's grant travels out and its result back.
+            let my_trip = entry.round_trip.unwrap_or_default().as_secs_f64();
             let worth_it = stragglers.iter().position(|s| {
-                s.remaining.as_secs_f64() > my_speed.time_for(s.len).as_secs_f64() * BACKUP_MARGIN
+                s.remaining.as_secs_f64()
+                    > (my_speed.time_for(s.len).as_secs_f64() + my_trip) * BACKUP_MARGIN
             });
             // No straggler worth a backup for this worker: the same most
             // likely holds for the other idle ones, so stop looking.
@@ -112,11 +121,13 @@ impl<V: HeldValues> Scheduler<V> {
                 if live.len() != 1 || chunk.last_error.is_some() || !job.only_running_left() {
                     continue;
                 }
-                let remaining = if end > now {
+                let computing = if end > now {
                     end - now
                 } else {
                     now.saturating_duration_since(start)
                 };
+                // Its result still has to cross the holder's link.
+                let remaining = computing + entry.round_trip.unwrap_or_default() / 2;
                 found.push(Straggler {
                     remaining,
                     job: held.job,

@@ -15,7 +15,7 @@ use farm_catalog::summary::DIGEST_LEN;
 use farm_catalog::{ChunkSummary, Reducer, Summary};
 
 use super::chunk::{Chunk, ChunkState, LiveLease};
-use super::policy::{Sizing, next_chunk_len};
+use super::policy::{Sizing, full_size, next_chunk_len};
 use super::{
     HeldValues, JobCounters, JobId, JobSpec, JobState, JobStatus, Lease, LeaseToken, WindowLimits,
     WorkerId,
@@ -146,14 +146,19 @@ impl<V: HeldValues> Job<V> {
 
     /// The next chunk a worker may lease: retries first (the lowest index
     /// holds up the merge), then a newly carved chunk if the window allows.
-    pub fn next_work(&mut self, limits: &WindowLimits, sizing: Sizing) -> Work {
+    pub fn next_work(&mut self, limits: &WindowLimits, sizing: Sizing, ahead: bool) -> Work {
         if !self.is_running() {
             return Work::None;
         }
-        if let Some(index) = self.retry.pop_first() {
+        if !ahead && let Some(index) = self.retry.pop_first() {
             return Work::Chunk(index);
         }
         if self.next_offset >= self.spec.n {
+            return Work::None;
+        }
+        let remaining = self.spec.n - self.next_offset;
+        let stream = self.spec.stream_values;
+        if ahead && !full_size(self.spec.chunk_size, remaining, sizing, stream) {
             return Work::None;
         }
         let len = next_chunk_len(

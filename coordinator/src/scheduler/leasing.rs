@@ -75,21 +75,41 @@ impl<V: HeldValues> Scheduler<V> {
         while let Some(worker) = self.next_hungry() {
             let sizing = self.sizing(worker);
             let mut leases = Vec::new();
-            while self.workers.get(&worker).is_some_and(|w| w.demand > 0) {
-                let Some(lease) = self.next_lease(worker, sizing, now) else {
+            while let Some(ahead) = self.wants_more(worker) {
+                let Some(lease) = self.next_lease(worker, sizing, ahead, now) else {
+                    if ahead {
+                        // Only tail chunks left: ahead of its demand a far
+                        // worker gets none, and waits for its own pull.
+                        break;
+                    }
                     // No job has work now: start with this worker next time.
                     self.assign_cursor = worker;
                     self.queue_grant(worker, leases);
                     return;
                 };
                 self.record_grant(worker, lease.token);
+                let stream_values = lease.stream_values;
                 leases.push(lease);
+                self.plan_hold(worker, stream_values);
             }
             // Served in full: the next one's turn. (Removing it is a no-op
             // that makes sure the loop ends.)
             self.hungry.remove(&worker);
             self.assign_cursor = WorkerId(worker.0.saturating_add(1));
             self.queue_grant(worker, leases);
+        }
+    }
+
+    /// Whether `worker` gets another lease now: `Some(false)` for its
+    /// demand, `Some(true)` ahead of it, to cover its round trip.
+    fn wants_more(&self, worker: WorkerId) -> Option<bool> {
+        let entry = self.workers.get(&worker)?;
+        if entry.demand > 0 {
+            Some(false)
+        } else if entry.short_of_hold() {
+            Some(true)
+        } else {
+            None
         }
     }
 
@@ -124,8 +144,15 @@ impl<V: HeldValues> Scheduler<V> {
         }
     }
 
-    /// The next lease for `worker`, taking jobs in turn after the cursor.
-    fn next_lease(&mut self, worker: WorkerId, sizing: Sizing, now: Instant) -> Option<Lease> {
+    /// The next lease for `worker`, taking jobs in turn after the cursor;
+    /// `ahead` of its demand, only a full-size new chunk.
+    fn next_lease(
+        &mut self,
+        worker: WorkerId,
+        sizing: Sizing,
+        ahead: bool,
+        now: Instant,
+    ) -> Option<Lease> {
         let window = self.config.window;
         let mut cursor = self.job_cursor;
         for _ in 0..self.jobs.len() {
@@ -139,7 +166,7 @@ impl<V: HeldValues> Scheduler<V> {
             let Some(job) = self.jobs.get_mut(&next) else {
                 continue;
             };
-            let Work::Chunk(index) = job.next_work(&window, sizing) else {
+            let Work::Chunk(index) = job.next_work(&window, sizing, ahead) else {
                 continue;
             };
             self.job_cursor = next;

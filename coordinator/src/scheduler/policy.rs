@@ -11,6 +11,16 @@
 //!
 //! Sizes are whole leaves and stay within what one message may carry.
 //! `--chunk-size` overrides both rules.
+//!
+//! **Far workers** ([`leases_to_hold`]): a worker asks for more work when a
+//! chunk ends, and the grant takes a round trip to arrive, so the work it
+//! holds must cover its round trip (Little's law). A worker whose round
+//! trip is long against its chunk time is granted leases beyond its
+//! demand, up to [`MAX_HELD_AHEAD`]; near workers (round trip well under a
+//! chunk) hold what they ask for, as before. Those extra leases are only
+//! full-size chunks ([`full_size`]): near a job's end, when chunks shrink,
+//! a far worker gets only what it asks for, and the tail stays with
+//! whoever finishes first.
 
 use std::time::Duration;
 
@@ -44,6 +54,14 @@ pub const MAX_FORCED_CHUNK: u64 = 16384 * LEAF_LEN;
 /// a quarter of the message limit.
 pub const MAX_FORCED_STREAM_CHUNK: u64 = 512 * LEAF_LEN;
 
+/// The most leases the scheduler grants one worker ahead of its demand,
+/// however far it is: a bound on what one worker may hold.
+pub const MAX_HELD_AHEAD: u32 = 64;
+
+/// The round trip is covered this many times over, for its jitter and the
+/// time a result waits for its worker's next message.
+const ROUND_TRIP_MARGIN: f64 = 1.5;
+
 /// What the scheduler knows about the worker a chunk is for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Sizing {
@@ -51,6 +69,63 @@ pub(crate) struct Sizing {
     pub share: f64,
     /// Its speed, measured or estimated; `None` before any worker reported.
     pub speed: Option<Speed>,
+}
+
+/// How many leases a worker should hold so that its threads never wait for
+/// a grant: one computing, and enough queued behind it to last
+/// `ROUND_TRIP_MARGIN` round trips at `chunk_time` each. 0 when the round
+/// trip is unknown or one queued chunk covers it (the worker's own demand
+/// rules: near workers are unchanged). At most
+/// [`MAX_HELD_AHEAD`].
+pub(crate) fn leases_to_hold(round_trip: Option<Duration>, chunk_time: Duration) -> u32 {
+    let Some(round_trip) = round_trip else {
+        return 0;
+    };
+    let chunk = chunk_time.as_secs_f64().max(1e-6);
+    let queued = (round_trip.as_secs_f64() * ROUND_TRIP_MARGIN / chunk).ceil();
+    if queued <= 1.0 {
+        // One queued chunk covers it: the worker's own prefetch does that.
+        return 0;
+    }
+    // `as` saturates; the bound keeps it sane.
+    (1 + queued as u32).min(MAX_HELD_AHEAD)
+}
+
+/// How long a full-size chunk (the time rule, or the largest allowed)
+/// takes at `speed`: the chunk time [`leases_to_hold`] plans with.
+pub(crate) fn full_chunk_time(speed: Speed, stream_values: bool) -> Duration {
+    let max = if stream_values {
+        MAX_STREAM_CHUNK
+    } else {
+        MAX_SUMMARY_CHUNK
+    };
+    speed.time_for(max).min(TARGET_CHUNK_TIME)
+}
+
+/// Whether the next chunk of a job with `remaining` elements not yet carved
+/// would be full size for this worker (the guided rule does not shrink
+/// it): only then may a worker get it ahead of its demand.
+pub(crate) fn full_size(
+    forced: Option<u64>,
+    remaining: u64,
+    sizing: Sizing,
+    stream_values: bool,
+) -> bool {
+    let guided = remaining as f64 * sizing.share / GUIDED_DIVISOR;
+    if let Some(len) = forced {
+        // The same bound as the guided rule: a quarter of the worker's
+        // share of what is left.
+        return remaining > 0 && guided >= len as f64;
+    }
+    let max = if stream_values {
+        MAX_STREAM_CHUNK
+    } else {
+        MAX_SUMMARY_CHUNK
+    };
+    let timed = sizing
+        .speed
+        .map_or(f64::INFINITY, |s| s.0 * TARGET_CHUNK_TIME.as_secs_f64());
+    guided >= timed.min(max as f64)
 }
 
 /// The length of the next chunk, given the job's forced size (if any) and
@@ -131,6 +206,44 @@ mod tests {
         let end_slow = next_chunk_len(None, 40_000_000, slow, false);
         assert_eq!(end_fast, round_to_leaves(5_000_000));
         assert_eq!(end_slow, round_to_leaves(500_000));
+    }
+
+    #[test]
+    fn far_workers_hold_enough_to_cover_their_round_trip() {
+        let chunk = Duration::from_millis(25);
+        assert_eq!(leases_to_hold(None, chunk), 0);
+        // Near: the worker's own prefetch covers it.
+        assert_eq!(leases_to_hold(Some(Duration::from_micros(300)), chunk), 0);
+        assert_eq!(leases_to_hold(Some(Duration::from_millis(20)), chunk), 3);
+        // 190 ms round trip at 25 ms a chunk: 285 ms queued, 12 chunks.
+        assert_eq!(leases_to_hold(Some(Duration::from_millis(190)), chunk), 13);
+        // Bounded however far or small.
+        assert_eq!(
+            leases_to_hold(Some(Duration::from_secs(10)), Duration::from_micros(10)),
+            MAX_HELD_AHEAD
+        );
+        // A full chunk at 1e9/s: 25 ms, or the largest stream chunk.
+        assert_eq!(full_chunk_time(Speed(1e9), false), chunk);
+        assert_eq!(
+            full_chunk_time(Speed(1e9), true),
+            Speed(1e9).time_for(MAX_STREAM_CHUNK)
+        );
+    }
+
+    #[test]
+    fn only_full_size_chunks_go_ahead_of_demand() {
+        let fast = Sizing {
+            share: 0.5,
+            speed: Some(Speed(1e9)),
+        };
+        // 25 M elements a chunk: guided needs 200 M left at half the speed.
+        assert!(full_size(None, 10_000_000_000, fast, false));
+        assert!(full_size(None, 200_000_000, fast, false));
+        assert!(!full_size(None, 199_000_000, fast, false));
+        // Forced sizes: while a chunk is a quarter of the worker's share.
+        assert!(full_size(Some(LEAF_LEN), 8 * LEAF_LEN, fast, false));
+        assert!(!full_size(Some(LEAF_LEN), 7 * LEAF_LEN, fast, false));
+        assert!(!full_size(Some(LEAF_LEN), 0, fast, false));
     }
 
     #[test]

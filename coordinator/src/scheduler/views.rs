@@ -22,6 +22,10 @@ pub struct WorkerStatus {
     /// Measured elements per second, once it has reported a chunk.
     pub speed: Option<f64>,
     pub last_seen: Duration,
+    /// Its session's smoothed round trip, once measured.
+    pub round_trip: Option<Duration>,
+    /// Leases it is granted beyond its demand to cover that round trip.
+    pub hold: u32,
 }
 
 /// How a job stands, for `farm status`.
@@ -67,6 +71,8 @@ impl<V: HeldValues> Scheduler<V> {
                 silent: w.silent,
                 speed: w.speed.map(|s| s.0),
                 last_seen: now.saturating_duration_since(w.last_seen),
+                round_trip: w.round_trip,
+                hold: w.hold,
             })
             .collect()
     }

@@ -5,8 +5,9 @@
 //! whose session ends loses them at once. A draining worker takes no new
 //! leases and finishes or returns those it holds.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::policy;
 use super::results::Try;
 use super::speed::Speed;
 use super::{HeldValues, LeaseToken, Scheduler, WorkerId};
@@ -53,6 +54,12 @@ pub(super) struct WorkerEntry {
     pub speed: Option<Speed>,
     pub chunks_completed: u64,
     pub elements_completed: u64,
+    /// The session's smoothed round trip, once measured.
+    pub round_trip: Option<Duration>,
+    /// Leases it should hold to cover its round trip
+    /// ([`policy::leases_to_hold`]); it is granted up to this many beyond
+    /// its demand. 0 until its round trip is known.
+    pub hold: u32,
 }
 
 impl WorkerEntry {
@@ -61,9 +68,18 @@ impl WorkerEntry {
     }
 
     pub fn wants_grants(&self) -> bool {
-        self.takes_work() && !self.backlogged && self.demand > 0
+        self.takes_work() && !self.backlogged && (self.demand > 0 || self.short_of_hold())
+    }
+
+    /// It holds fewer leases than its round trip calls for.
+    pub fn short_of_hold(&self) -> bool {
+        self.leases.len() < self.hold as usize
     }
 }
+
+/// Weight of the newest round-trip sample: smooth enough to ignore one
+/// ping that waited behind a large message.
+const ROUND_TRIP_WEIGHT: f64 = 0.25;
 
 impl<V: HeldValues> Scheduler<V> {
     pub fn register_worker(&mut self, info: WorkerInfo, now: Instant) -> WorkerId {
@@ -83,6 +99,8 @@ impl<V: HeldValues> Scheduler<V> {
                 speed: None,
                 chunks_completed: 0,
                 elements_completed: 0,
+                round_trip: None,
+                hold: 0,
             },
         );
         id
@@ -127,6 +145,41 @@ impl<V: HeldValues> Scheduler<V> {
             entry.last_seen = now;
             entry.silent = false;
         });
+    }
+
+    /// A measured round trip of the worker's session (a ping's answer,
+    /// timed by the caller). It is smoothed; the leases the worker should
+    /// hold follow it.
+    pub fn round_trip(&mut self, worker: WorkerId, sample: Duration, now: Instant) {
+        let known = self.update_worker(worker, |entry| {
+            entry.last_seen = now;
+            entry.silent = false;
+            let smoothed = match entry.round_trip {
+                None => sample,
+                Some(old) => {
+                    old.mul_f64(1.0 - ROUND_TRIP_WEIGHT) + sample.mul_f64(ROUND_TRIP_WEIGHT)
+                }
+            };
+            entry.round_trip = Some(smoothed);
+        });
+        if known {
+            self.plan_hold(worker, false);
+            self.assign(now);
+        }
+    }
+
+    /// Sets how many leases `worker` should hold, from its round trip and
+    /// the time a full chunk takes it.
+    pub(super) fn plan_hold(&mut self, worker: WorkerId, stream_values: bool) {
+        let Some(entry) = self.workers.get(&worker) else {
+            return;
+        };
+        let speed = self.cluster.estimate(entry.speed, entry.info.threads);
+        let chunk_time = speed.map_or(policy::TARGET_CHUNK_TIME, |s| {
+            policy::full_chunk_time(s, stream_values)
+        });
+        let hold = policy::leases_to_hold(entry.round_trip, chunk_time);
+        self.update_worker(worker, |entry| entry.hold = hold);
     }
 
     /// The worker asks for `slots` more leases.

@@ -42,6 +42,10 @@ const SESSION_QUEUE: usize = 256;
 /// again, so that it does not flip between paused and not on every tick.
 const RESUME_ROOM: usize = SESSION_QUEUE / 2;
 
+/// How often each worker is pinged to time its round trip: often enough
+/// to follow a link that changes, rarely enough to cost nothing.
+const PING_INTERVAL: Duration = Duration::from_millis(500);
+
 /// A connected worker's outbox and the switch that ends its session.
 #[derive(Debug)]
 struct Session {
@@ -50,6 +54,8 @@ struct Session {
     /// Since when grants are paused because the outbox was full. A worker
     /// that does not make room within the lease timeout is dropped.
     paused_since: Option<Instant>,
+    /// When it was last pinged.
+    pinged_at: Option<Instant>,
 }
 
 /// Why a message could not be queued for a worker.
@@ -82,6 +88,8 @@ pub struct Hub {
     value_offers: Option<Arc<ValueOffers>>,
     /// Bytes of values sent to clients, for the metrics.
     streamed_bytes: AtomicU64,
+    /// What pings measure from: their `sent_us` is time since this.
+    epoch: Instant,
 }
 
 impl Hub {
@@ -97,6 +105,7 @@ impl Hub {
             tasks: TaskTracker::new(),
             value_offers: None,
             streamed_bytes: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
@@ -149,6 +158,7 @@ impl Hub {
         let mut state = self.lock();
         let now = Instant::now();
         state.check_paused(now, self.config.scheduler.lease_timeout);
+        state.ping(now, self.micros_since_epoch(now));
         let expired = state.scheduler.counters().leases_expired;
         state.scheduler.tick(now);
         let lost = state.scheduler.counters().leases_expired - expired;
@@ -169,6 +179,23 @@ impl Hub {
     pub(crate) fn count_streamed(&self, bytes: usize) {
         self.streamed_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// `now` on the clock pings carry.
+    fn micros_since_epoch(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// A worker answered a ping sent at `sent_us`: its session's round
+    /// trip, on our clock. An answer from the future (a confused worker)
+    /// is ignored.
+    fn pong(&self, worker: WorkerId, sent_us: u64) {
+        self.with_scheduler(|s, now| {
+            let now_us = self.micros_since_epoch(now);
+            if let Some(trip) = now_us.checked_sub(sent_us) {
+                s.round_trip(worker, Duration::from_micros(trip), now);
+            }
+        });
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {
@@ -227,6 +254,29 @@ impl HubState {
                     Unsent::Full => self.pause(worker, now),
                     Unsent::Gone => self.end_session(worker, Departure::Lost, now),
                 }
+            }
+        }
+    }
+
+    /// Pings every session not pinged for [`PING_INTERVAL`]. A full
+    /// outbox skips its ping: it would time the queue, not the link.
+    fn ping(&mut self, now: Instant, now_us: u64) {
+        for session in self.sessions.values_mut() {
+            if session
+                .pinged_at
+                .is_some_and(|at| now.saturating_duration_since(at) < PING_INTERVAL)
+            {
+                continue;
+            }
+            let ping = v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Ping(v1::Ping {
+                    sent_us: now_us,
+                })),
+            };
+            if let Ok(message) = Encoded::message(&ping)
+                && session.outbox.try_send(Ok(message)).is_ok()
+            {
+                session.pinged_at = Some(now);
             }
         }
     }

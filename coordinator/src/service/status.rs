@@ -45,6 +45,9 @@ fn worker(w: WorkerStatus) -> v1::WorkerStatus {
         last_seen_ms: millis(w.last_seen),
         silent: w.silent,
         elements_per_second: w.speed.unwrap_or(0.0),
+        round_trip_us: w.round_trip.map_or(0, |d| {
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+        }),
     }
 }
 

@@ -33,6 +33,7 @@ fn hub_with_worker(chunks: u64) -> (Hub, WorkerId, Outbox, CancellationToken) {
             outbox,
             closed: closed.clone(),
             paused_since: None,
+            pinged_at: None,
         };
         state.sessions.insert(worker, session);
         worker

@@ -124,6 +124,7 @@ impl WorkersApi {
                     outbox,
                     closed: closed.clone(),
                     paused_since: None,
+                    pinged_at: None,
                 },
             );
             (worker, results)
@@ -349,6 +350,7 @@ fn handle(
             hub.with_scheduler(|s, now| s.pull(worker, slots, now));
         }
         Kind::Heartbeat(_) => hub.with_scheduler(|s, now| s.heard_from(worker, now)),
+        Kind::Pong(pong) => hub.pong(worker, pong.sent_us),
         Kind::Drain(_) => {
             tracing::info!(%worker, "worker is draining");
             hub.with_scheduler(|s, now| s.drain(worker, now));

@@ -2,6 +2,7 @@
 //! file of the scheduler they exercise; and the property tests.
 
 mod backups;
+mod far;
 mod jobs;
 mod leasing;
 mod property;
