@@ -6,24 +6,7 @@ use super::*;
 fn an_idle_worker_backs_up_a_straggler_and_the_first_result_wins() {
     let t0 = Instant::now();
     let mut s = TestScheduler::new(SchedulerConfig::default());
-    let fast = worker(&mut s, t0);
-    let slow = worker(&mut s, t0);
-    let spec = spec(4 * LEAF_LEN, Some(LEAF_LEN), false);
-    let warmup = s.submit(spec.clone(), t0).unwrap();
-    // Teach the scheduler their speeds: fast 1e9/s, slow 1e7/s.
-    s.pull(fast, 2, t0);
-    s.pull(slow, 2, t0);
-    for (worker, lease) in grants(&s.take_effects()) {
-        let speed = if worker == fast { 1e9 } else { 1e7 };
-        s.complete(worker, lease.token, report_at(&lease, speed), t0)
-            .unwrap();
-    }
-    assert!(
-        s.poll_job(warmup, usize::MAX, t0)
-            .unwrap()
-            .outcome
-            .is_some()
-    );
+    let (fast, slow, spec) = fast_and_slow_workers(&mut s, t0);
 
     let job = s.submit(spec.clone(), t0).unwrap();
     s.pull(slow, 1, t0);

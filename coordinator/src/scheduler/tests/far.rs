@@ -104,24 +104,7 @@ fn ahead_of_its_demand_a_far_worker_gets_no_tail_chunks() {
 fn a_far_idle_worker_backs_up_no_straggler_it_would_deliver_later() {
     let t0 = Instant::now();
     let mut s = TestScheduler::new(SchedulerConfig::default());
-    let fast = worker(&mut s, t0);
-    let slow = worker(&mut s, t0);
-    let spec = spec(4 * LEAF_LEN, Some(LEAF_LEN), false);
-    // Teach the scheduler their speeds: fast 1e9/s, slow 1e7/s.
-    let warmup = s.submit(spec.clone(), t0).unwrap();
-    s.pull(fast, 2, t0);
-    s.pull(slow, 2, t0);
-    for (worker, lease) in grants(&s.take_effects()) {
-        let speed = if worker == fast { 1e9 } else { 1e7 };
-        s.complete(worker, lease.token, report_at(&lease, speed), t0)
-            .unwrap();
-    }
-    assert!(
-        s.poll_job(warmup, usize::MAX, t0)
-            .unwrap()
-            .outcome
-            .is_some()
-    );
+    let (fast, slow, spec) = fast_and_slow_workers(&mut s, t0);
 
     // The fast worker is 190 ms away; the slow one needs ~400 us for its
     // chunk, so a backup would arrive far later than the chunk.

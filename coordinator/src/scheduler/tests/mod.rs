@@ -28,6 +28,29 @@ impl HeldValues for Vec<u8> {
 
 pub(super) type TestScheduler = Scheduler<Vec<u8>>;
 
+/// Two workers whose speeds the scheduler has learnt from a finished
+/// warm-up job (fast 1e9/s, slow 1e7/s), and the job spec of that warm-up
+/// (four one-leaf chunks), for backup scenarios.
+pub(super) fn fast_and_slow_workers(
+    s: &mut TestScheduler,
+    t0: Instant,
+) -> (WorkerId, WorkerId, JobSpec) {
+    let fast = worker(s, t0);
+    let slow = worker(s, t0);
+    let spec = spec(4 * LEAF_LEN, Some(LEAF_LEN), false);
+    let warmup = s.submit(spec.clone(), t0).unwrap();
+    s.pull(fast, 2, t0);
+    s.pull(slow, 2, t0);
+    for (worker, lease) in grants(&s.take_effects()) {
+        let speed = if worker == fast { 1e9 } else { 1e7 };
+        s.complete(worker, lease.token, report_at(&lease, speed), t0)
+            .unwrap();
+    }
+    let warmed = s.poll_job(warmup, usize::MAX, t0).unwrap();
+    assert!(warmed.outcome.is_some(), "the warm-up job finished");
+    (fast, slow, spec)
+}
+
 pub(super) fn spec(n: u64, chunk_size: Option<u64>, stream_values: bool) -> JobSpec {
     JobSpec {
         function: Function::Sqrt,
