@@ -61,23 +61,7 @@ fn a_failing_chunk_gets_no_backups_and_keeps_its_attempt_budget() {
     let t0 = Instant::now();
     let config = SchedulerConfig::default();
     let mut s = TestScheduler::new(config);
-    let fast = worker(&mut s, t0);
-    let slow = worker(&mut s, t0);
-    let spec = spec(4 * LEAF_LEN, Some(LEAF_LEN), false);
-    let warmup = s.submit(spec.clone(), t0).unwrap();
-    s.pull(fast, 2, t0);
-    s.pull(slow, 2, t0);
-    for (worker, lease) in grants(&s.take_effects()) {
-        let speed = if worker == fast { 1e9 } else { 1e7 };
-        s.complete(worker, lease.token, report_at(&lease, speed), t0)
-            .unwrap();
-    }
-    assert!(
-        s.poll_job(warmup, usize::MAX, t0)
-            .unwrap()
-            .outcome
-            .is_some()
-    );
+    let (fast, slow, spec) = fast_and_slow_workers(&mut s, t0);
 
     // The slow worker holds the poisoned chunk; the fast one finishes the
     // rest and gets a backup of it, which fails at once.
