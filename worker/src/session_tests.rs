@@ -247,10 +247,15 @@ fn wasm_lease(chunk: u32, module: &str) -> v1::ChunkLease {
     }
 }
 
-fn expect_failure(kind: Option<Outgoing>) -> v1::ChunkFailure {
-    match kind {
-        Some(Outgoing::Failure(failure)) => failure,
-        other => panic!("expected a failure, got {other:?}"),
+/// The worker's next failure report, past the pulls that replace the
+/// leases before it.
+async fn next_failure(coordinator: &mut FakeCoordinator) -> v1::ChunkFailure {
+    loop {
+        match coordinator.next().await {
+            Some(Outgoing::Pull(_)) => {}
+            Some(Outgoing::Failure(failure)) => return failure,
+            other => panic!("expected a failure, got {other:?}"),
+        }
     }
 }
 
@@ -282,7 +287,7 @@ async fn leases_run_the_modules_sent_before_them() {
     // A module that was never sent: the coordinator's mistake, so another
     // worker may try.
     coordinator.send(grant(vec![wasm_lease(1, IMPORTS)])).await;
-    let failure = expect_failure(coordinator.next().await);
+    let failure = next_failure(&mut coordinator).await;
     assert_eq!(failure.token, Some(token(1)));
     assert!(failure.retryable, "{failure:?}");
     assert!(failure.message.contains("was not sent to this worker"));
@@ -290,7 +295,7 @@ async fn leases_run_the_modules_sent_before_them() {
     // A module this worker refuses: every worker would.
     coordinator.send(module_message(IMPORTS)).await;
     coordinator.send(grant(vec![wasm_lease(2, IMPORTS)])).await;
-    let failure = expect_failure(coordinator.next().await);
+    let failure = next_failure(&mut coordinator).await;
     assert!(!failure.retryable, "{failure:?}");
     assert!(
         failure
