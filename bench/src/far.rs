@@ -54,6 +54,9 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         for (row, target) in targets.iter().enumerate() {
             let worker = Worker::start(bin, target)?;
             cluster.wait_for_workers(1)?;
+            // A worker connected for a while: its round trip known, as
+            // after its first pings.
+            wait_for_round_trip(&cluster)?;
             let submit = [
                 "submit",
                 "sqrt",
@@ -147,6 +150,23 @@ fn thin_link(
     );
     drop(worker);
     runtime.block_on(proxy.stop(Duration::from_secs(5)));
+    Ok(())
+}
+
+/// Waits (at most 20 s) until the coordinator has measured the one
+/// worker's round trip.
+fn wait_for_round_trip(cluster: &LoopbackCluster) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.status()?["workers"][0]["round_trip_us"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        if Instant::now() > deadline {
+            bail!("the worker's round trip was not measured within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 
