@@ -31,6 +31,7 @@ fn sqrt_output(n: u64) -> JobRequest {
         chunk_size: None,
         stream_values: true,
         values_connection: true,
+        wasm_module: bytes::Bytes::new(),
     }
 }
 
