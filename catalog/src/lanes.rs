@@ -95,12 +95,41 @@ fn fill_on<K: Kernel>(isa: Isa, first: u64, out: &mut [f64]) -> LeafLanes {
     }
 }
 
-/// Lane statistics of values already in memory (for `farm digest` on a
-/// file): the same accumulation as [`fill`], so the same bits.
+/// Lane statistics of values already in memory (a kernel from outside
+/// the catalog, `farm digest` on a file): the same accumulation as
+/// [`fill`], so the same bits, and as fast: whole blocks of lanes,
+/// compiled for the widest vector unit the CPU has.
 pub(crate) fn stats(values: &[f64]) -> LeafLanes {
+    #[cfg(test)]
+    if let Some(isa) = tests::forced_isa() {
+        return stats_on(isa, values);
+    }
+    stats_on(Isa::widest(), values)
+}
+
+fn stats_on(isa: Isa, values: &[f64]) -> LeafLanes {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports the features the function enables.
+        Isa::Avx512 if isa::has_avx512() => unsafe { isa::stats_avx512(values) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 if isa::has_avx2() => unsafe { isa::stats_avx2(values) },
+        _ => stats_portable(values),
+    }
+}
+
+#[inline(always)]
+fn stats_portable(values: &[f64]) -> LeafLanes {
     let mut lanes = Lanes::new();
-    for (i, &x) in values.iter().enumerate() {
-        lanes.add(i % LANES, x);
+    let mut blocks = values.chunks_exact(LANES);
+    for block in &mut blocks {
+        for (j, &x) in block.iter().enumerate() {
+            lanes.add(j, x);
+        }
+    }
+    for (j, &x) in blocks.remainder().iter().enumerate() {
+        lanes.add(j, x);
     }
     lanes.finish()
 }
@@ -192,7 +221,7 @@ pub(crate) fn first_max(a: f64, b: f64) -> f64 {
 mod isa {
     use std::sync::OnceLock;
 
-    use super::{Kernel, LeafLanes, fill_portable};
+    use super::{Kernel, LeafLanes, fill_portable, stats_portable};
 
     pub(super) fn has_avx512() -> bool {
         static DETECTED: OnceLock<bool> = OnceLock::new();
@@ -216,6 +245,16 @@ mod isa {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn fill_avx2<K: Kernel>(first: u64, out: &mut [f64]) -> LeafLanes {
         fill_portable::<K>(first, out)
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2")]
+    pub(super) unsafe fn stats_avx512(values: &[f64]) -> LeafLanes {
+        stats_portable(values)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn stats_avx2(values: &[f64]) -> LeafLanes {
+        stats_portable(values)
     }
 }
 
@@ -287,6 +326,10 @@ mod tests {
                     "{function}: first={first}"
                 );
                 for &isa in &isas {
+                    assert!(
+                        same(on_isa(isa, || stats(&reference)), expected),
+                        "stats on {isa:?}: {function}, first={first} len={len}"
+                    );
                     let mut out = vec![f64::NAN; len];
                     let got = on_isa(isa, || function.fill_leaf(first, &mut out));
                     assert!(
@@ -328,12 +371,28 @@ mod tests {
 
     #[test]
     fn min_max_skip_nan_and_keep_the_first_zero() {
-        let s = stats(&[f64::NAN, 2.0, -1.0, f64::NAN]);
-        assert_eq!((s.min, s.max), (-1.0, 2.0));
-        assert!(s.sum.is_nan());
-        let s = stats(&[f64::NAN]);
-        assert_eq!((s.min, s.max), (f64::INFINITY, f64::NEG_INFINITY));
-        let s = stats(&[-0.0, 0.0]);
-        assert!(s.min.is_sign_negative());
+        // In lanes of their own and, past the first block, in the same
+        // lane; on every instruction set.
+        let nan_first: Vec<f64> = [f64::NAN, 2.0, -1.0, f64::NAN]
+            .into_iter()
+            .chain((0..LANES).map(|i| if i == 0 { f64::NAN } else { 1.0 }))
+            .collect();
+        let zeros: Vec<f64> = [-0.0, 0.0]
+            .into_iter()
+            .chain((0..LANES).map(|i| if i % 2 == 0 { 0.0 } else { -0.0 }))
+            .collect();
+        for isa in Isa::supported() {
+            let s = on_isa(isa, || stats(&nan_first));
+            assert_eq!((s.min, s.max), (-1.0, 2.0), "{isa:?}");
+            assert!(s.sum.is_nan());
+            let s = on_isa(isa, || stats(&[f64::NAN]));
+            assert_eq!((s.min, s.max), (f64::INFINITY, f64::NEG_INFINITY));
+            let s = on_isa(isa, || stats(&zeros));
+            assert!(s.min.is_sign_negative(), "{isa:?}");
+            assert!(
+                s.max.is_sign_negative(),
+                "the first zero of each lane: {isa:?}"
+            );
+        }
     }
 }
