@@ -122,6 +122,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Before the line that says it is ready: a signal sent right after it
+    // must stop it gracefully.
+    let stop = tokio_util::sync::CancellationToken::new();
+    farm_setup::stop_on_signals("farm-coordinator", stop.clone());
     // Scripts and tests read this line to find the port of `--listen :0`.
     farm_setup::say(format_args!("farm-coordinator listening on {address}"));
     if let Some(metrics) = &metrics {
@@ -132,8 +136,6 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         ));
     }
 
-    let stop = tokio_util::sync::CancellationToken::new();
-    farm_setup::stop_on_signals("farm-coordinator", stop.clone());
     let server = farm_coordinator::run_tcp_with_metrics(
         config,
         listener,

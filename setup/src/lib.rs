@@ -117,7 +117,34 @@ pub async fn shutdown_signal() {
 
 /// Handles Ctrl-C and SIGTERM for a daemon: the first cancels `first`
 /// (start a graceful stop), a second exits the process at once (130).
+///
+/// On Unix the handlers are in place when this returns, so a process may
+/// announce itself ready right after: a signal sent at once is not taken
+/// by the default handler, which would kill it without a graceful stop.
 pub fn stop_on_signals(program: &'static str, first: tokio_util::sync::CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut interrupt), Ok(mut terminate)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::spawn(async move {
+                for signals in 0.. {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                    if signals > 0 {
+                        report(format_args!("{program}: second signal, exiting now"));
+                        std::process::exit(130);
+                    }
+                    first.cancel();
+                }
+            });
+            return;
+        }
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         first.cancel();
