@@ -167,6 +167,7 @@ fn sim_rate(
             chunk_size: Some(LEAF_LEN),
             stream_values: false,
             values_connection: false,
+            wasm_module: bytes::Bytes::new(),
         };
         let started = Instant::now();
         let report = tokio::time::timeout(

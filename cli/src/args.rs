@@ -1,6 +1,7 @@
 //! The `farm` command line, as clap sees it.
 
-use clap::builder::PossibleValuesParser;
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 use farm_catalog::Function;
 use farm_coordinator::validate::MAX_WORKER_THREADS;
@@ -38,9 +39,11 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// The function to map.
-    #[arg(value_parser = function_names())]
-    pub function: String,
+    /// The function to map: a catalog name (sqrt), or the path of your own
+    /// WebAssembly module (./f.wasm, f.wat), which exports
+    /// `f: (i64) -> f64` (see the README).
+    #[arg(value_parser = parse_function, value_name = "FUNCTION|MODULE")]
+    pub function: FunctionArg,
     /// Number of elements: 1000000, 1_000_000, 1e9, 2.5e9.
     // Hyphen values reach the parser, which explains why `-5` is refused.
     #[arg(long, value_parser = parse_count, allow_hyphen_values = true)]
@@ -150,13 +153,36 @@ pub struct CoordinatorAddress {
     pub address: String,
 }
 
-fn function_names() -> PossibleValuesParser {
-    PossibleValuesParser::new(
-        Function::ALL
-            .iter()
-            .map(|f| clap::builder::PossibleValue::new(f.name()).help(f.description())),
-    )
+/// What `farm submit` was told to map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FunctionArg {
+    Catalog(Function),
+    /// The path of a WebAssembly module, read once the flags are parsed.
+    Module(PathBuf),
 }
+
+/// A catalog name, or a path: anything with a `/` (or `\`) in it, or
+/// ending in `.wasm` or `.wat`. Catalog names never look like either.
+fn parse_function(text: &str) -> Result<FunctionArg, UnknownFunctionArg> {
+    if let Ok(function) = Function::from_name(text) {
+        return Ok(FunctionArg::Catalog(function));
+    }
+    let is_path = text.contains(['/', '\\'])
+        || [".wasm", ".wat"]
+            .iter()
+            .any(|extension| text.to_ascii_lowercase().ends_with(extension));
+    if is_path {
+        return Ok(FunctionArg::Module(PathBuf::from(text)));
+    }
+    Err(UnknownFunctionArg)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a catalog function (known: {}) nor a module path (./f.wasm, f.wat)",
+    Function::known_names()
+)]
+pub struct UnknownFunctionArg;
 
 /// A `--coordinator` value: empty is refused rather than taken to mean
 /// "none", which would quietly run the job somewhere else than asked.

@@ -32,7 +32,11 @@ const STREAM_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRequest {
+    /// A catalog name, or the module's name for a WebAssembly job.
     pub function: String,
+    /// A WebAssembly module to run, as the user gave it; empty for a
+    /// catalog function.
+    pub wasm_module: bytes::Bytes,
     pub start: u64,
     pub n: u64,
     /// Forced elements per chunk.
@@ -53,6 +57,7 @@ impl JobRequest {
             chunk_size: self.chunk_size.unwrap_or(0),
             stream_values: self.stream_values,
             values_connection: self.values_connection,
+            wasm_module: self.wasm_module.clone(),
         }
     }
 }

@@ -6,6 +6,7 @@ use farm_net::transport::BadAddress;
 use farm_proto::error::ErrorKind;
 
 use crate::client::ClientError;
+use crate::module::ModuleError;
 use crate::output::OutputError;
 use crate::submit::JobRunError;
 
@@ -28,6 +29,9 @@ pub const INTERRUPTED: u8 = 130;
 pub enum CommandError {
     #[error(transparent)]
     UnknownFunction(#[from] UnknownFunction),
+    /// The WebAssembly module cannot be read, or farm would not run it.
+    #[error(transparent)]
+    Module(#[from] ModuleError),
     /// `--output` and `--format` do not make a valid output.
     #[error(transparent)]
     OutputSpec(OutputError),
@@ -58,6 +62,7 @@ impl CommandError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CommandError::UnknownFunction(_)
+            | CommandError::Module(_)
             | CommandError::OutputSpec(_)
             | CommandError::PastLastIndex { .. }
             | CommandError::BadAddress(_) => INVALID_INPUT,
@@ -82,7 +87,8 @@ fn job_run_code(err: &JobRunError) -> u8 {
         | JobRunError::ComputeThreads(_)
         | JobRunError::Compute(_)
         | JobRunError::Reduce(_)
-        | JobRunError::EmbeddedStart(_) => JOB_FAILED,
+        | JobRunError::EmbeddedStart(_)
+        | JobRunError::NotLocal => JOB_FAILED,
     }
 }
 

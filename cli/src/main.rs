@@ -4,10 +4,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use farm_catalog::Function;
-use farm_cli::args::{Cli, Command, DigestArgs, HealthArgs, StatusArgs, SubmitArgs, WorkersArgs};
+use farm_cli::args::{
+    Cli, Command, DigestArgs, FunctionArg, HealthArgs, StatusArgs, SubmitArgs, WorkersArgs,
+};
 use farm_cli::client::{self, ClientError};
 use farm_cli::exit::{self, CommandError};
+use farm_cli::module::{self, JobFunction};
 use farm_cli::output::{self, Destination};
 use farm_cli::report;
 use farm_cli::submit::{self, Mode, Submission};
@@ -48,14 +50,17 @@ fn main() -> ExitCode {
 }
 
 fn run_submit(args: SubmitArgs) -> Result<(), CommandError> {
-    let function = Function::from_name(&args.function)?;
+    let function = match &args.function {
+        FunctionArg::Catalog(function) => JobFunction::Catalog(*function),
+        FunctionArg::Module(path) => JobFunction::Wasm(module::read(path)?),
+    };
     let threads = args.threads.map_or_else(all_cores, usize::from);
     let output = args.output_spec().map_err(CommandError::OutputSpec)?;
     let to_stdout = output
         .as_ref()
         .is_some_and(|spec| spec.destination == Destination::Stdout);
     let submission = Submission {
-        function,
+        function: function.clone(),
         start: args.start,
         n: args.n,
         chunk_size: args.chunk_size,

@@ -10,12 +10,13 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use farm_catalog::{EvaluateError, Function, Reducer, ReducerError, Summary, evaluate};
+use farm_catalog::{EvaluateError, Reducer, ReducerError, Summary, evaluate};
 use farm_coordinator::CoordinatorError;
 use farm_net::transport;
 
 use crate::client::{self, ClientError, JobReport, JobRequest};
 use crate::embedded::EmbeddedCluster;
+use crate::module::JobFunction;
 use crate::output::{self, OutputError, OutputSpec};
 use crate::receive::OutputWriter;
 
@@ -38,7 +39,7 @@ pub enum Mode {
 /// Everything `farm submit` was asked.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    pub function: Function,
+    pub function: JobFunction,
     pub start: u64,
     pub n: u64,
     pub chunk_size: Option<u64>,
@@ -81,17 +82,21 @@ pub enum JobRunError {
     Reduce(#[source] ReducerError),
     #[error("cannot start the embedded coordinator: {0}")]
     EmbeddedStart(#[source] CoordinatorError),
+    #[error("a WebAssembly module runs on a worker, not in the client")]
+    NotLocal,
 }
 
 impl Submission {
-    /// Where this submission will run.
+    /// Where this submission will run. (A module always goes through a
+    /// worker: that is where modules are compiled and bounded.)
     pub fn mode(&self) -> Mode {
-        match &self.coordinator {
-            Some(address) => Mode::Cluster(address.clone()),
-            None if self.n <= LOCAL_SHORTCUT_MAX && self.chunk_size.is_none() => Mode::Local {
+        let tiny = self.n <= LOCAL_SHORTCUT_MAX && self.chunk_size.is_none();
+        match (&self.coordinator, &self.function) {
+            (Some(address), _) => Mode::Cluster(address.clone()),
+            (None, JobFunction::Catalog(_)) if tiny => Mode::Local {
                 threads: self.threads,
             },
-            None => Mode::Embedded {
+            (None, _) => Mode::Embedded {
                 threads: self.threads,
             },
         }
@@ -100,6 +105,10 @@ impl Submission {
     fn request(&self) -> JobRequest {
         JobRequest {
             function: self.function.name().to_owned(),
+            wasm_module: match &self.function {
+                JobFunction::Catalog(_) => bytes::Bytes::new(),
+                JobFunction::Wasm(module) => module.bytes.clone(),
+            },
             start: self.start,
             n: self.n,
             chunk_size: self.chunk_size,
@@ -128,8 +137,11 @@ pub fn run_local(submission: &Submission) -> Result<Finished, JobRunError> {
         .build()
         .map_err(JobRunError::ComputeThreads)?;
     let range: Range<u64> = 0..submission.n;
+    let JobFunction::Catalog(function) = submission.function else {
+        return Err(JobRunError::NotLocal);
+    };
     let out = pool
-        .install(|| evaluate(submission.function, submission.start, range, sink.is_some()))
+        .install(|| evaluate(function, submission.start, range, sink.is_some()))
         .map_err(JobRunError::Compute)?;
     let mut reducer = Reducer::new();
     reducer

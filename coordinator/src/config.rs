@@ -13,6 +13,11 @@ pub const DEFAULT_MAX_ELEMENTS: u64 = 10_000_000_000_000;
 /// one TiB of output.
 pub const DEFAULT_MAX_STREAMED_ELEMENTS: u64 = 1 << 37;
 
+/// Largest WebAssembly module a job may bring, as submitted: 4 MiB, far
+/// more than a map function needs, and the store of running jobs' modules
+/// stays bounded by it times the running jobs.
+pub const DEFAULT_MAX_MODULE_BYTES: u64 = 4 << 20;
+
 /// Everything the coordinator can be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorConfig {
@@ -34,6 +39,7 @@ pub struct CoordinatorConfig {
 pub struct RequestLimits {
     pub max_elements: u64,
     pub max_streamed_elements: u64,
+    pub max_module_bytes: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -47,6 +53,7 @@ impl Default for CoordinatorConfig {
             limits: RequestLimits {
                 max_elements: DEFAULT_MAX_ELEMENTS,
                 max_streamed_elements: DEFAULT_MAX_STREAMED_ELEMENTS,
+                max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             },
         }
     }
@@ -62,6 +69,11 @@ pub enum ConfigError {
         lease_timeout: Duration,
         heartbeat_interval: Duration,
     },
+    #[error(
+        "max module bytes {max_module_bytes} must leave room in a message: at most half of {} bytes",
+        farm_proto::MAX_MESSAGE_BYTES
+    )]
+    ModuleTooLarge { max_module_bytes: u64 },
     #[error("{name} must be greater than zero")]
     Zero { name: &'static str },
 }
@@ -77,6 +89,14 @@ impl CoordinatorConfig {
         }
         if self.progress_interval.is_zero() {
             return zero("progress interval");
+        }
+        if self.limits.max_module_bytes == 0 {
+            return zero("max module bytes");
+        }
+        if self.limits.max_module_bytes > farm_proto::MAX_MESSAGE_BYTES as u64 / 2 {
+            return Err(ConfigError::ModuleTooLarge {
+                max_module_bytes: self.limits.max_module_bytes,
+            });
         }
         if self.scheduler.max_attempts == 0 {
             return zero("max attempts");

@@ -18,6 +18,7 @@
 pub mod config;
 mod listener;
 pub mod metrics;
+pub mod modules;
 pub mod scheduler;
 pub mod service;
 pub mod validate;

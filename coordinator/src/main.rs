@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use farm_coordinator::CoordinatorConfig;
-use farm_coordinator::config::{DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_STREAMED_ELEMENTS};
+use farm_coordinator::config::{
+    DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_MODULE_BYTES, DEFAULT_MAX_STREAMED_ELEMENTS,
+};
 use farm_setup::LogFormat;
 
 /// How long open streams get to end after a shutdown signal.
@@ -40,6 +42,9 @@ struct Args {
     /// Largest n a job that streams its values back may ask for.
     #[arg(long, default_value_t = DEFAULT_MAX_STREAMED_ELEMENTS)]
     max_streamed_elements: u64,
+    /// Largest WebAssembly module a job may bring, in bytes as submitted.
+    #[arg(long, default_value_t = DEFAULT_MAX_MODULE_BYTES)]
+    max_module_bytes: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics, or `off`.
     #[arg(long, env = "FARM_HTTP", value_name = "ADDR|off", default_value = DEFAULT_HTTP, value_parser = parse_http)]
     http: HttpAddress,
@@ -75,6 +80,7 @@ impl Args {
         config.heartbeat_interval = self.heartbeat_interval;
         config.limits.max_elements = self.max_elements;
         config.limits.max_streamed_elements = self.max_streamed_elements;
+        config.limits.max_module_bytes = self.max_module_bytes;
         config
     }
 }

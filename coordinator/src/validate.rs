@@ -11,13 +11,16 @@ use farm_proto::v1;
 
 use crate::config::RequestLimits;
 use crate::scheduler::policy::{MAX_FORCED_CHUNK, MAX_FORCED_STREAM_CHUNK};
-use crate::scheduler::{JobSpec, WorkerInfo};
+use crate::scheduler::{JobFunction, JobSpec, WorkerInfo};
 
 /// The most compute threads a worker may claim.
 pub const MAX_WORKER_THREADS: u32 = 4096;
 
 /// The longest worker name kept.
 pub const MAX_WORKER_NAME: usize = 256;
+
+/// The longest name of a WebAssembly job kept (its file name, as shown).
+pub const MAX_MODULE_NAME: usize = 128;
 
 /// A request the coordinator refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +51,8 @@ pub enum InvalidRequest {
         max: u64,
         what: &'static str,
     },
+    #[error("WebAssembly module refused: {0}")]
+    Module(#[from] farm_wasm::Refused),
     #[error("worker threads = {threads} must be between 1 and {MAX_WORKER_THREADS}")]
     WorkerThreads { threads: u32 },
     #[error("{0}")]
@@ -77,10 +82,15 @@ pub fn job_spec(
     limits: &RequestLimits,
 ) -> Result<JobSpec, InvalidRequest> {
     protocol_version("client", request.protocol_version)?;
-    let function =
-        Function::from_name(&request.function).map_err(|_| InvalidRequest::UnknownFunction {
-            name: request.function.clone(),
-        })?;
+    let function = if request.wasm_module.is_empty() {
+        Function::from_name(&request.function)
+            .map_err(|_| InvalidRequest::UnknownFunction {
+                name: request.function.clone(),
+            })?
+            .into()
+    } else {
+        wasm_function(request, limits)?
+    };
     let (max_elements, what) = if request.stream_values {
         (
             limits.max_elements.min(limits.max_streamed_elements),
@@ -129,6 +139,28 @@ pub fn job_spec(
     })
 }
 
+/// A WebAssembly job's function: its module checked as a worker will check
+/// it (size, validity, no imports, the contract), named by its hash.
+fn wasm_function(
+    request: &v1::SubmitJobRequest,
+    limits: &RequestLimits,
+) -> Result<JobFunction, InvalidRequest> {
+    let wasm_limits = farm_wasm::Limits {
+        max_module_bytes: limits.max_module_bytes,
+        ..farm_wasm::Limits::default()
+    };
+    let checked = farm_wasm::check(&request.wasm_module, &wasm_limits)?;
+    // Kept as it is shown (`farm status`, logs): escaped, and bounded.
+    let mut name = shown_up_to(&request.function, MAX_MODULE_NAME).to_string();
+    if name.trim().is_empty() {
+        name = "wasm".to_owned();
+    }
+    Ok(JobFunction::Wasm {
+        hash: checked.hash,
+        name: name.into(),
+    })
+}
+
 /// A worker's hello made into [`WorkerInfo`].
 pub fn worker_hello(hello: &v1::WorkerHello) -> Result<WorkerInfo, InvalidRequest> {
     protocol_version("worker", hello.protocol_version)?;
@@ -162,6 +194,7 @@ mod tests {
             chunk_size: 0,
             stream_values: false,
             values_connection: false,
+            wasm_module: Default::default(),
         }
     }
 
@@ -213,6 +246,34 @@ mod tests {
         for (change, message) in cases {
             assert_eq!(check(change).unwrap_err().to_string(), message);
         }
+    }
+
+    #[test]
+    fn a_module_is_checked_and_named_by_its_hash() {
+        let module = br#"(module (func (export "f") (param i64) (result f64) f64.const 1))"#;
+        let spec = check(|r| {
+            r.function = "one.wat".into();
+            r.wasm_module = module.to_vec().into();
+        })
+        .unwrap();
+        let hash = farm_wasm::ContentHash::of(module);
+        assert_eq!(spec.function.module(), Some(hash));
+        assert_eq!(
+            spec.function.to_string(),
+            format!("one.wat (wasm {})", hash.short())
+        );
+        let imports = br#"(module (import "env" "now" (func)) (func (export "f") (param i64) (result f64) f64.const 1))"#;
+        let refused = check(|r| r.wasm_module = imports.to_vec().into()).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "WebAssembly module refused: module imports env::now: farm grants no imports (no WASI, no host functions)"
+        );
+        assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
+        let big = check(|r| r.wasm_module = vec![0; 5 << 20].into()).unwrap_err();
+        assert_eq!(
+            big.to_string(),
+            "WebAssembly module refused: module is 5242880 bytes, over the limit of 4194304 bytes"
+        );
     }
 
     #[test]

@@ -202,9 +202,22 @@ pub fn submit_to(address: &str, start: u64, n: u64) -> Submitted {
 
 /// Like [`submit_to`], with extra flags.
 pub fn submit_with_flags(address: &str, start: u64, n: u64, flags: &[&str]) -> Submitted {
+    submit_function(address, "sqrt", start, n, flags)
+}
+
+/// Submits `function` (a catalog name or a module's path) over
+/// `[start, start + n)` to `address` with `--json` and `flags`, in the
+/// background, bounded by [`JOB_TIMEOUT`].
+pub fn submit_function(
+    address: &str,
+    function: &str,
+    start: u64,
+    n: u64,
+    flags: &[&str],
+) -> Submitted {
     let args: Vec<String> = [
         "submit",
-        "sqrt",
+        function,
         "--n",
         &n.to_string(),
         "--start",

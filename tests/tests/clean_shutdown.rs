@@ -45,6 +45,7 @@ fn request(n: u64, stream_values: bool) -> JobRequest {
         chunk_size: Some(50_000),
         stream_values,
         values_connection: stream_values,
+        wasm_module: bytes::Bytes::new(),
     }
 }
 

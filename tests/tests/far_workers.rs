@@ -30,6 +30,7 @@ fn sqrt_summary(n: u64) -> JobRequest {
         chunk_size: None,
         stream_values: false,
         values_connection: false,
+        wasm_module: bytes::Bytes::new(),
     }
 }
 

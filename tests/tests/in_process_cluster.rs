@@ -20,6 +20,7 @@ fn request(start: u64, n: u64, chunk_size: Option<u64>, stream_values: bool) -> 
         chunk_size,
         stream_values,
         values_connection: stream_values,
+        wasm_module: bytes::Bytes::new(),
     }
 }
 
@@ -57,6 +58,7 @@ async fn every_output_equals_the_serial_reference() {
 
         let in_stream = JobRequest {
             values_connection: false,
+            wasm_module: bytes::Bytes::new(),
             ..request(start, n, chunk_size, true)
         };
         let in_stream = cluster
@@ -257,6 +259,7 @@ async fn the_coordinator_revalidates_every_field() {
         chunk_size: 0,
         stream_values: false,
         values_connection: false,
+        wasm_module: Default::default(),
     };
     let cases: Vec<(v1::SubmitJobRequest, Code, &str)> = vec![
         (

@@ -149,6 +149,7 @@ async fn submit(
     chunk_size: u64,
 ) -> Streaming<v1::SubmitJobResponse> {
     let request = v1::SubmitJobRequest {
+        wasm_module: Default::default(),
         protocol_version: PROTOCOL_VERSION,
         function: "sqrt".into(),
         start: 0,
@@ -478,6 +479,7 @@ async fn a_failure_message_reaches_the_client_escaped() {
 async fn an_oversized_function_name_is_refused_with_a_short_echo() {
     let cluster = TestCluster::builder().workers(0).start().await;
     let request = v1::SubmitJobRequest {
+        wasm_module: Default::default(),
         protocol_version: PROTOCOL_VERSION,
         function: "f".repeat(100_000),
         start: 0,

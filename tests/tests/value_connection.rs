@@ -42,6 +42,7 @@ fn job(start: u64, n: u64, stream_values: bool) -> JobRequest {
         chunk_size: None,
         stream_values,
         values_connection: stream_values,
+        wasm_module: bytes::Bytes::new(),
     }
 }
 
@@ -58,6 +59,7 @@ async fn submit(cluster: &TestCluster, n: u64) -> (Streaming<v1::SubmitJobRespon
         chunk_size: 0,
         stream_values: true,
         values_connection: true,
+        wasm_module: Default::default(),
     };
     let mut stream = client
         .submit_job(request)

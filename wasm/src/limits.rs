@@ -30,6 +30,10 @@ impl Default for Limits {
     }
 }
 
+/// Bytes of output space each instance gets: one 64 KiB page, 8192
+/// values, two leaves.
+pub const OUTPUT_BYTES: u64 = 1 << 16;
+
 /// The smallest time bound: below the epoch tick it could not be kept.
 pub const MIN_CHUNK_TIME: Duration = Duration::from_millis(10);
 
@@ -53,7 +57,7 @@ impl Limits {
         if self.max_module_bytes < 8 {
             return Err(LimitsError::ModuleBytes(self.max_module_bytes));
         }
-        let min = crate::run::OUTPUT_BYTES;
+        let min = OUTPUT_BYTES;
         if self.max_memory_bytes < min || self.max_memory_bytes > MAX_ADDRESSABLE {
             return Err(LimitsError::MemoryBytes {
                 min,

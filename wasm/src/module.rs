@@ -60,6 +60,18 @@ impl ContentHash {
     pub fn of(bytes: &[u8]) -> ContentHash {
         ContentHash(Sha256::digest(bytes).into())
     }
+
+    /// The hash in a message's 32 bytes; `None` for any other length.
+    pub fn from_slice(bytes: &[u8]) -> Option<ContentHash> {
+        bytes.try_into().ok().map(ContentHash)
+    }
+
+    /// The first 12 hex digits: enough to tell modules apart in messages.
+    pub fn short(&self) -> String {
+        let mut text = self.to_string();
+        text.truncate(12);
+        text
+    }
 }
 
 impl fmt::Display for ContentHash {

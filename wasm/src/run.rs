@@ -20,12 +20,9 @@ use wasmtime::{Memory, ResourceLimiter, Store, TypedFunc};
 
 use crate::cache::Compiled;
 use crate::engine::{Engine, TICK};
-use crate::limits::Limits;
+use crate::limits::{Limits, OUTPUT_BYTES};
 use crate::module::ContentHash;
 
-/// Bytes of output space each instance gets: one 64 KiB page, 8192
-/// values, two leaves.
-pub const OUTPUT_BYTES: u64 = 1 << 16;
 const OUTPUT_VALUES: usize = (OUTPUT_BYTES / 8) as usize;
 
 /// Why a trap happened, as the WebAssembly spec names it.

@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use farm_catalog::{ChunkOutput, Function, evaluate_reusing};
 use farm_proto::v1;
+use farm_wasm::ChunkError;
 
 use crate::buffers;
 use crate::compute::catch_panic;
 use crate::faults::Faults;
+use crate::modules::BatchModules;
 
 /// The largest chunk this worker computes, keeping its memory bounded
 /// whatever a coordinator asks: values for 4 Mi elements are 32 MiB; a
@@ -31,15 +33,19 @@ pub(crate) struct ChunkFailure {
 
 /// Computes a batch of leases one after another, timing each; runs on the
 /// compute pool.
-pub(crate) fn compute_batch(leases: &[v1::ChunkLease], faults: &Faults) -> Vec<ChunkAnswer> {
+pub(crate) fn compute_batch(
+    leases: &[v1::ChunkLease],
+    modules: &BatchModules,
+    faults: &Faults,
+) -> Vec<ChunkAnswer> {
     leases
         .iter()
         .map(|lease| {
             let started = Instant::now();
             // Each lease catches its own panic, so a poison chunk fails
             // alone and not the rest of its batch.
-            let outcome =
-                catch_panic(|| faults.apply(lease, || compute(lease))).unwrap_or_else(|err| {
+            let outcome = catch_panic(|| faults.apply(lease, || compute(lease, modules)))
+                .unwrap_or_else(|err| {
                     Err(ChunkFailure {
                         message: err.to_string(),
                         retryable: true,
@@ -65,13 +71,21 @@ pub(crate) fn batch_lost(batch: Vec<v1::ChunkLease>, message: &str) -> Vec<Chunk
         .collect()
 }
 
-/// Computes one lease.
-pub(crate) fn compute(lease: &v1::ChunkLease) -> Result<ChunkOutput, ChunkFailure> {
+/// Computes one lease: a catalog function, or a WebAssembly module of
+/// `modules`.
+pub(crate) fn compute(
+    lease: &v1::ChunkLease,
+    modules: &BatchModules,
+) -> Result<ChunkOutput, ChunkFailure> {
     let permanent = |message: String| ChunkFailure {
         message,
         retryable: false,
     };
-    let function = Function::from_name(&lease.function).map_err(|e| permanent(e.to_string()))?;
+    let function = if lease.wasm_module_hash.is_empty() {
+        Some(Function::from_name(&lease.function).map_err(|e| permanent(e.to_string()))?)
+    } else {
+        None
+    };
     let limit = if lease.stream_values {
         MAX_STREAMED_CHUNK
     } else {
@@ -96,8 +110,33 @@ pub(crate) fn compute(lease: &v1::ChunkLease) -> Result<ChunkOutput, ChunkFailur
         ))
     })?;
     let buffer = lease.stream_values.then(|| buffers::VALUES.take(len));
-    evaluate_reusing(function, lease.job_start, lease.offset..end, buffer)
-        .map_err(|e| permanent(e.to_string()))
+    let range = lease.offset..end;
+    match function {
+        Some(function) => evaluate_reusing(function, lease.job_start, range, buffer)
+            .map_err(|e| permanent(e.to_string())),
+        None => modules
+            .runner(lease)?
+            .evaluate(lease.job_start, range, buffer)
+            .map_err(wasm_failure),
+    }
+}
+
+/// A WebAssembly chunk's failure, and whether another try could help.
+fn wasm_failure(error: ChunkError) -> ChunkFailure {
+    // A chunk is sized to tens of milliseconds: one that runs past the
+    // time bound (a minute by default) is the function's doing, and trying
+    // it on every worker in turn would hold the job for minutes.
+    let timed_out = matches!(
+        &error,
+        ChunkError::Failed {
+            source: farm_wasm::RunError::Timeout { .. },
+            ..
+        }
+    );
+    ChunkFailure {
+        retryable: !(error.is_deterministic() || timed_out),
+        message: error.to_string(),
+    }
 }
 
 /// The result message for a computed lease.

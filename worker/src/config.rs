@@ -1,5 +1,6 @@
 //! The worker's settings.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::faults::Faults;
@@ -22,6 +23,12 @@ pub struct WorkerConfig {
     /// Faults to inject, for end-to-end tests only (`FARM_TEST_FAULTS`);
     /// none by default.
     pub faults: Faults,
+    /// The bounds WebAssembly modules run within here: module size,
+    /// memory per instance, time per chunk.
+    pub wasm_limits: farm_wasm::Limits,
+    /// Where compiled modules are kept across restarts, if anywhere; the
+    /// directory must be this worker's own.
+    pub wasm_cache_dir: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -33,6 +40,8 @@ impl WorkerConfig {
             drain_grace: Duration::from_secs(30),
             coordinator: coordinator.into(),
             faults: Faults::default(),
+            wasm_limits: farm_wasm::Limits::default(),
+            wasm_cache_dir: None,
         }
     }
 
@@ -43,6 +52,7 @@ impl WorkerConfig {
         if self.prefetch == 0 {
             return Err(ConfigError::Zero { name: "prefetch" });
         }
+        self.wasm_limits.validate()?;
         Ok(())
     }
 }
@@ -52,6 +62,8 @@ impl WorkerConfig {
 pub enum ConfigError {
     #[error("{name} must be at least 1")]
     Zero { name: &'static str },
+    #[error("WebAssembly limits: {0}")]
+    WasmLimits(#[from] farm_wasm::LimitsError),
 }
 
 /// Unique enough to tell workers apart; `farm-worker` passes the host name.

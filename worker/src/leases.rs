@@ -111,6 +111,13 @@ impl Leases {
         self.draining
     }
 
+    /// Whether a queued lease runs the WebAssembly module `hash`.
+    pub(crate) fn names_module(&self, hash: &[u8]) -> bool {
+        self.queued
+            .iter()
+            .any(|lease| lease.wasm_module_hash.as_ref() == hash)
+    }
+
     /// Whether a batch is on the compute pool.
     pub(crate) fn is_running(&self) -> bool {
         !self.running.is_empty()

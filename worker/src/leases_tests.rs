@@ -22,6 +22,7 @@ fn lease(chunk: u32, len: u64) -> v1::ChunkLease {
         offset: u64::from(chunk) * len,
         len,
         stream_values: false,
+        wasm_module_hash: bytes::Bytes::new(),
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`backoff`]: reconnection delays.
 //! - [`faults`]: fault injection for end-to-end tests (`FARM_TEST_FAULTS`).
 //! - [`buffers`]: result buffers reused from chunk to chunk.
+//! - `modules`: the WebAssembly modules a session holds.
 
 pub mod backoff;
 pub mod buffers;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod faults;
 mod handshake;
 mod leases;
+mod modules;
 mod reports;
 mod results_connection;
 mod session;
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use farm_net::transport::Connection;
+use farm_wasm::Runtime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,6 +56,8 @@ pub enum WorkerError {
         threads: usize,
         source: rayon::ThreadPoolBuildError,
     },
+    #[error("cannot set up the WebAssembly runtime: {0}")]
+    Wasm(#[from] farm_wasm::SetupError),
     #[error("refused by {coordinator}: {reason}")]
     Refused { coordinator: String, reason: String },
 }
@@ -89,8 +94,20 @@ pub async fn run_reporting(
         source,
     })?;
     let pool = Arc::new(pool);
+    let runtime = Arc::new(Runtime::new(
+        config.wasm_limits.clone(),
+        config.wasm_cache_dir.clone(),
+    )?);
     let tasks = TaskTracker::new();
-    let served = serve(&config, &connection, &pool, &drain, &connected, &tasks).await;
+    let served = serve(
+        &config,
+        &connection,
+        (&pool, &runtime),
+        &drain,
+        &connected,
+        &tasks,
+    )
+    .await;
     tasks.close();
     if tokio::time::timeout(TASKS_TIMEOUT, tasks.wait())
         .await
@@ -106,7 +123,7 @@ pub async fn run_reporting(
 async fn serve(
     config: &WorkerConfig,
     connection: &Connection,
-    pool: &Arc<ComputePool>,
+    (pool, runtime): (&Arc<ComputePool>, &Arc<Runtime>),
     drain: &CancellationToken,
     connected: &watch::Sender<bool>,
     tasks: &TaskTracker,
@@ -114,7 +131,16 @@ async fn serve(
     let mut backoff = Backoff::default();
     let mut attempt = 1u32;
     while !drain.is_cancelled() {
-        let ended = session::run(connection.clone(), config, pool, drain, connected, tasks).await;
+        let ended = session::run(
+            connection.clone(),
+            config,
+            pool,
+            runtime,
+            drain,
+            connected,
+            tasks,
+        )
+        .await;
         connected.send_replace(false);
         match ended {
             Ok(SessionEnd::Drained) => break,

@@ -40,6 +40,21 @@ struct Args {
     /// How log lines are written on stderr.
     #[arg(long, env = "FARM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// How long one chunk of a WebAssembly job may run (e.g. 60s, 500ms);
+    /// a chunk that runs past it fails its job, naming the chunk.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    wasm_chunk_time: Duration,
+    /// Linear memory one WebAssembly instance may have (one instance runs
+    /// per compute thread), in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    wasm_memory_mib: u64,
+    /// Largest WebAssembly module this worker runs, in bytes as submitted.
+    #[arg(long, default_value_t = farm_wasm::Limits::default().max_module_bytes)]
+    wasm_max_module_bytes: u64,
+    /// Keep compiled WebAssembly modules in this directory (this worker's
+    /// own), so a restart does not compile them again.
+    #[arg(long, env = "FARM_WASM_CACHE", value_name = "DIR")]
+    wasm_cache_dir: Option<std::path::PathBuf>,
 }
 
 const TESTING_FAULTS: &str = "\
@@ -109,6 +124,13 @@ async fn serve(args: Args, faults: Faults) -> anyhow::Result<()> {
     config.prefetch = args.prefetch;
     config.drain_grace = args.drain_grace;
     config.faults = faults;
+    config.wasm_limits = farm_wasm::Limits {
+        max_module_bytes: args.wasm_max_module_bytes,
+        max_memory_bytes: args.wasm_memory_mib << 20,
+        chunk_time: args.wasm_chunk_time,
+        ..farm_wasm::Limits::default()
+    };
+    config.wasm_cache_dir = args.wasm_cache_dir;
 
     let drain = CancellationToken::new();
     farm_setup::stop_on_signals("farm-worker", drain.clone());

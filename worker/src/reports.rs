@@ -67,6 +67,7 @@ mod tests {
 
     use super::*;
     use crate::chunks::{ChunkFailure, compute};
+    use crate::modules::BatchModules;
 
     fn lease(chunk: u32, len: u64, stream_values: bool) -> v1::ChunkLease {
         v1::ChunkLease {
@@ -77,6 +78,7 @@ mod tests {
             offset: u64::from(chunk) << 20,
             len,
             stream_values,
+            wasm_module_hash: bytes::Bytes::new(),
         }
     }
 
@@ -89,7 +91,7 @@ mod tests {
     }
 
     fn answer(lease: v1::ChunkLease) -> ChunkAnswer {
-        let output = compute(&lease);
+        let output = compute(&lease, &BatchModules::default());
         (lease, Duration::from_micros(5), output)
     }
 

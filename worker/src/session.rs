@@ -14,6 +14,7 @@ use farm_proto::error::describe;
 use farm_proto::v1;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
+use farm_wasm::Runtime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +26,7 @@ use crate::compute::ComputePool;
 use crate::config::WorkerConfig;
 use crate::handshake::{self, Opened, SessionError};
 use crate::leases::Leases;
+use crate::modules::{self, Modules};
 use crate::reports::{self, Report};
 use crate::results_connection::ResultsConnection;
 
@@ -50,6 +52,7 @@ pub(crate) async fn run(
     connection: Connection,
     config: &WorkerConfig,
     pool: &Arc<ComputePool>,
+    runtime: &Arc<Runtime>,
     drain: &CancellationToken,
     connected: &watch::Sender<bool>,
     tasks: &TaskTracker,
@@ -76,9 +79,11 @@ pub(crate) async fn run(
     let session = Session {
         config,
         pool,
+        runtime,
         outbox,
         results,
         leases: Leases::new(config.prefetch),
+        modules: Modules::default(),
         computing: None,
     };
     Ok(session.serve(inbound, &welcome, drain).await)
@@ -113,10 +118,13 @@ async fn open_results_connection(
 struct Session<'a> {
     config: &'a WorkerConfig,
     pool: &'a Arc<ComputePool>,
+    runtime: &'a Arc<Runtime>,
     outbox: FrameSender,
     /// Where results with values go, if the coordinator offered it.
     results: Option<ResultsConnection>,
     leases: Leases,
+    /// WebAssembly modules this session was sent.
+    modules: Modules,
     computing: Option<Computing>,
 }
 
@@ -217,6 +225,7 @@ impl Session<'_> {
                 self.leases.revoke(&revoke.tokens);
                 self.pull_more().await;
             }
+            Some(Incoming::Module(module)) => self.load_module(module).await,
             Some(Incoming::Ping(ping)) => {
                 // At once: the coordinator times our round trip with it,
                 // and holds us enough work to cover it.
@@ -226,6 +235,25 @@ impl Session<'_> {
             Some(Incoming::Welcome(_)) | None => {
                 tracing::debug!("ignoring an unexpected coordinator message");
             }
+        }
+    }
+
+    /// Checks and compiles a module off the async threads. Its leases come
+    /// after it in the session, so they wait for it.
+    async fn load_module(&mut self, module: v1::WasmModule) {
+        let runtime = Arc::clone(self.runtime);
+        let loaded =
+            match tokio::task::spawn_blocking(move || modules::load(&runtime, &module)).await {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    tracing::error!(%error, "loading a module panicked");
+                    None
+                }
+            };
+        if let Some((hash, loaded)) = loaded {
+            let leases = &self.leases;
+            self.modules
+                .insert(hash, loaded, |hash| leases.names_module(&hash.0));
         }
     }
 
@@ -242,11 +270,18 @@ impl Session<'_> {
         let Some(batch) = self.leases.next_batch() else {
             return;
         };
+        let modules = self.modules.for_batch(&batch);
+        let leases = &self.leases;
+        self.modules
+            .drop_unneeded(|hash| leases.names_module(&hash.0));
         let pool = Arc::clone(self.pool);
         let faults = self.config.faults.clone();
         self.computing = Some(Box::pin(async move {
             let leases = batch.clone();
-            match pool.run(move || compute_batch(&leases, &faults)).await {
+            match pool
+                .run(move || compute_batch(&leases, &modules, &faults))
+                .await
+            {
                 Ok(answers) => answers,
                 // The pool lost the task: every lease of the batch failed.
                 Err(err) => batch_lost(batch, &err.to_string()),

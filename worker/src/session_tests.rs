@@ -7,6 +7,8 @@ use farm_net::wire::FrameBody;
 
 use super::*;
 use crate::chunks::compute;
+use crate::modules::BatchModules;
+use farm_wasm::Limits;
 
 /// The coordinator's end of a session under test.
 struct FakeCoordinator {
@@ -58,6 +60,7 @@ fn lease(chunk: u32, len: u64) -> v1::ChunkLease {
         offset: u64::from(chunk) << 20,
         len,
         stream_values: false,
+        wasm_module_hash: bytes::Bytes::new(),
     }
 }
 
@@ -90,12 +93,15 @@ fn start(
     let drain = drain.clone();
     let serving = tokio::spawn(async move {
         let pool = Arc::new(ComputePool::new(1).unwrap());
+        let runtime = Arc::new(Runtime::new(Limits::default(), None).unwrap());
         let session = Session {
             config: &config,
             pool: &pool,
+            runtime: &runtime,
             outbox,
             results: None,
             leases: Leases::new(config.prefetch),
+            modules: Modules::default(),
             computing: None,
         };
         let inbound = MessageReader::new(Body::new(inbound));
@@ -134,7 +140,9 @@ async fn pulls_computes_reports_and_replaces_each_lease() {
         assert_eq!(results.results.len(), 1);
         let result = &results.results[0];
         assert_eq!(result.token, Some(token(chunk)));
-        let expected = compute(&lease(chunk, QUICK)).unwrap().summary;
+        let expected = compute(&lease(chunk, QUICK), &BatchModules::default())
+            .unwrap()
+            .summary;
         assert_eq!((result.min, result.max), (expected.min, expected.max));
         assert_eq!(result.leaf_sums, expected.leaf_sums);
     }
@@ -220,4 +228,84 @@ async fn a_coordinator_that_ends_the_session_loses_it() {
         panic!("the session was not lost");
     };
     assert_eq!(reason, "the coordinator closed the session");
+}
+
+fn module_message(text: &str) -> Incoming {
+    Incoming::Module(v1::WasmModule {
+        hash: bytes::Bytes::copy_from_slice(&farm_wasm::ContentHash::of(text.as_bytes()).0),
+        module: bytes::Bytes::copy_from_slice(text.as_bytes()),
+    })
+}
+
+fn wasm_lease(chunk: u32, module: &str) -> v1::ChunkLease {
+    v1::ChunkLease {
+        function: "wasm".to_owned(),
+        wasm_module_hash: bytes::Bytes::copy_from_slice(
+            &farm_wasm::ContentHash::of(module.as_bytes()).0,
+        ),
+        ..lease(chunk, QUICK)
+    }
+}
+
+/// The worker's next failure report, past the pulls that replace the
+/// leases before it.
+async fn next_failure(coordinator: &mut FakeCoordinator) -> v1::ChunkFailure {
+    loop {
+        match coordinator.next().await {
+            Some(Outgoing::Pull(_)) => {}
+            Some(Outgoing::Failure(failure)) => return failure,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn leases_run_the_modules_sent_before_them() {
+    // The built-in sqrt's bits: element i is sqrt(10 + i) either way.
+    const SQRT: &str = r#"(module (func (export "f") (param $x i64) (result f64)
+        (f64.sqrt (f64.convert_i64_s (local.get $x)))))"#;
+    const IMPORTS: &str = r#"(module (import "env" "g" (func))
+        (func (export "f") (param i64) (result f64) f64.const 1))"#;
+    let drain = CancellationToken::new();
+    let (mut coordinator, serving) = start(1, Duration::from_secs(30), &drain);
+    assert_eq!(
+        coordinator.next().await,
+        Some(Outgoing::Pull(v1::PullRequest { slots: 1 }))
+    );
+
+    coordinator.send(module_message(SQRT)).await;
+    coordinator.send(grant(vec![wasm_lease(0, SQRT)])).await;
+    let results = expect_results(coordinator.next().await);
+    let result = &results.results[0];
+    let expected = compute(&lease(0, QUICK), &BatchModules::default())
+        .unwrap()
+        .summary;
+    assert_eq!(result.token, Some(token(0)));
+    assert_eq!(result.leaf_sums, expected.leaf_sums);
+    assert_eq!(result.leaf_digests, expected.leaf_digests);
+
+    // A module that was never sent: the coordinator's mistake, so another
+    // worker may try.
+    coordinator.send(grant(vec![wasm_lease(1, IMPORTS)])).await;
+    let failure = next_failure(&mut coordinator).await;
+    assert_eq!(failure.token, Some(token(1)));
+    assert!(failure.retryable, "{failure:?}");
+    assert!(failure.message.contains("was not sent to this worker"));
+
+    // A module this worker refuses: every worker would.
+    coordinator.send(module_message(IMPORTS)).await;
+    coordinator.send(grant(vec![wasm_lease(2, IMPORTS)])).await;
+    let failure = next_failure(&mut coordinator).await;
+    assert!(!failure.retryable, "{failure:?}");
+    assert!(
+        failure
+            .message
+            .ends_with("cannot run here: module imports env::g: farm grants no imports (no WASI, no host functions)"),
+        "{}",
+        failure.message
+    );
+
+    drain.cancel();
+    drop(coordinator);
+    let _ = serving.await.unwrap();
 }

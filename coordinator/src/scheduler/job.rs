@@ -215,7 +215,7 @@ impl<V: HeldValues> Job<V> {
                 chunk: index,
                 attempt,
             },
-            function: self.spec.function,
+            function: self.spec.function.clone(),
             job_start: self.spec.start,
             offset,
             len,

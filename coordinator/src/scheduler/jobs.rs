@@ -5,12 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use farm_catalog::Function;
-
 use super::job::Job;
 use super::{
-    Effect, HeldValues, JobFailure, JobId, JobOutcome, JobState, LeaseToken, Scheduler,
-    ValuesBatch, WorkerId,
+    Effect, HeldValues, JobFailure, JobFunction, JobId, JobOutcome, JobState, LeaseToken,
+    Scheduler, ValuesBatch, WorkerId,
 };
 
 /// Ended jobs `farm status` can still describe.
@@ -19,7 +17,7 @@ pub(super) const ENDED_JOBS_KEPT: usize = 256;
 /// A validated job request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSpec {
-    pub function: Function,
+    pub function: JobFunction,
     pub start: u64,
     pub n: u64,
     /// Forced elements per chunk, whole leaves; `None` lets the policy pick.

@@ -5,17 +5,15 @@
 use std::ops::Bound;
 use std::time::Instant;
 
-use farm_catalog::Function;
-
 use super::job::Work;
 use super::policy::Sizing;
-use super::{HeldValues, LeaseToken, Scheduler, WorkerId};
+use super::{HeldValues, JobFunction, LeaseToken, Scheduler, WorkerId};
 
 /// A lease as sent to a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub token: LeaseToken,
-    pub function: Function,
+    pub function: JobFunction,
     pub job_start: u64,
     pub offset: u64,
     pub len: u64,

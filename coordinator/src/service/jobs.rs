@@ -91,6 +91,9 @@ impl JobsApi {
                 .submit(spec.clone(), std::time::Instant::now())
                 .map_err(|e| to_status(&e))?;
             state.job_wakers.insert(job, waker.clone());
+            if let Some(hash) = spec.function.module() {
+                state.modules.hold(hash, request.wasm_module.clone());
+            }
             state.apply_effects();
             job
         };
@@ -102,10 +105,17 @@ impl JobsApi {
         let (events, body) = FrameBody::response(JOB_STREAM_QUEUE);
         let hub = self.hub.clone();
         let span = tracing::info_span!("job", %job);
+        let module = spec.function.module();
         self.hub.tasks().spawn(
             async move {
                 stream_job(&hub, job, &waker, &events, offer).await;
-                hub.lock().job_wakers.remove(&job);
+                {
+                    let mut state = hub.lock();
+                    state.job_wakers.remove(&job);
+                    if let Some(hash) = module {
+                        state.modules.release(hash);
+                    }
+                }
                 if let Some(offers) = hub.value_offers() {
                     offers.withdraw(Purpose::JobValues, job.0);
                 }

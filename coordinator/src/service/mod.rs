@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use farm_net::wire::{Encoded, FrameSender};
 use farm_proto::v1;
 use tokio::sync::Notify;
@@ -28,7 +29,10 @@ pub use jobs::JobsApi;
 pub use workers::WorkersApi;
 
 use crate::config::CoordinatorConfig;
-use crate::scheduler::{Departure, Effect, JobId, LeaseToken, Scheduler, WorkerId};
+use crate::modules::{ModuleStore, SessionModules};
+use crate::scheduler::{
+    Departure, Effect, JobFunction, JobId, Lease, LeaseToken, Scheduler, WorkerId,
+};
 use crate::values::{ChunkValues, ValueOffers};
 
 /// Messages queued for one worker session. A worker only receives what it
@@ -56,6 +60,8 @@ struct Session {
     paused_since: Option<Instant>,
     /// When it was last pinged.
     pinged_at: Option<Instant>,
+    /// The WebAssembly modules it holds.
+    modules: SessionModules,
 }
 
 /// Why a message could not be queued for a worker.
@@ -72,6 +78,8 @@ struct HubState {
     scheduler: Scheduler<ChunkValues>,
     sessions: HashMap<WorkerId, Session>,
     job_wakers: HashMap<JobId, Arc<Notify>>,
+    /// Running jobs' WebAssembly modules.
+    modules: ModuleStore,
 }
 
 /// The state shared by every service and background task.
@@ -99,6 +107,7 @@ impl Hub {
                 scheduler: Scheduler::new(config.scheduler),
                 sessions: HashMap::new(),
                 job_wakers: HashMap::new(),
+                modules: ModuleStore::default(),
             }),
             config,
             shutdown,
@@ -223,7 +232,10 @@ impl HubState {
                             leases: leases.iter().map(lease_message).collect(),
                         };
                         let message = v1::coordinator_message::Kind::Grant(grant);
-                        if let Err(unsent) = self.send(worker, message) {
+                        let sent = self
+                            .send_modules(worker, &leases)
+                            .and_then(|()| self.send(worker, message));
+                        if let Err(unsent) = sent {
                             let tokens: Vec<LeaseToken> = leases.iter().map(|l| l.token).collect();
                             undelivered.push((worker, tokens, unsent));
                         }
@@ -326,6 +338,32 @@ impl HubState {
         }
     }
 
+    /// Queues, ahead of `leases`, each module they name that `worker` does
+    /// not hold.
+    fn send_modules(&mut self, worker: WorkerId, leases: &[Lease]) -> Result<(), Unsent> {
+        for hash in leases.iter().filter_map(|lease| lease.function.module()) {
+            let session = self.sessions.get(&worker).ok_or(Unsent::Gone)?;
+            if session.modules.holds(&hash) {
+                continue;
+            }
+            // A lease is granted only for a running job, whose module is
+            // stored until the job ends.
+            let Some(module) = self.modules.get(&hash) else {
+                tracing::error!(module = %hash, "a lease names a module that is not stored");
+                return Err(Unsent::Gone);
+            };
+            let message = v1::WasmModule {
+                hash: Bytes::copy_from_slice(&hash.0),
+                module: module.clone(),
+            };
+            self.send(worker, v1::coordinator_message::Kind::Module(message))?;
+            if let Some(session) = self.sessions.get_mut(&worker) {
+                session.modules.sent(hash);
+            }
+        }
+        Ok(())
+    }
+
     /// Queues a message for a worker.
     fn send(
         &mut self,
@@ -349,10 +387,17 @@ impl HubState {
     }
 }
 
-fn lease_message(lease: &crate::scheduler::Lease) -> v1::ChunkLease {
+fn lease_message(lease: &Lease) -> v1::ChunkLease {
+    let (function, wasm_module_hash) = match &lease.function {
+        JobFunction::Catalog(function) => (function.name().to_owned(), Bytes::new()),
+        // "wasm" is no catalog name: a worker without WebAssembly refuses
+        // the lease instead of computing something else.
+        JobFunction::Wasm { hash, .. } => ("wasm".to_owned(), Bytes::copy_from_slice(&hash.0)),
+    };
     v1::ChunkLease {
         token: Some(token_message(lease.token)),
-        function: lease.function.name().to_owned(),
+        function,
+        wasm_module_hash,
         job_start: lease.job_start,
         offset: lease.offset,
         len: lease.len,

@@ -88,7 +88,7 @@ fn job_message(status: JobStatus) -> v1::GetJobStatusResponse {
         job_id: status.id.0,
         state: state.into(),
         error,
-        function: status.spec.function.name().to_owned(),
+        function: status.spec.function.to_string(),
         start: status.spec.start,
         n: status.spec.n,
         elements_done: status.elements_done,

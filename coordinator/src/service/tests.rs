@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Hub, SESSION_QUEUE, Session};
 use crate::config::CoordinatorConfig;
+use crate::modules::SessionModules;
 use crate::scheduler::{JobSpec, WorkerId, WorkerInfo};
 
 type Outbox = mpsc::Receiver<Result<farm_net::wire::Encoded, tonic::Status>>;
@@ -34,12 +35,13 @@ fn hub_with_worker(chunks: u64) -> (Hub, WorkerId, Outbox, CancellationToken) {
             closed: closed.clone(),
             paused_since: None,
             pinged_at: None,
+            modules: SessionModules::default(),
         };
         state.sessions.insert(worker, session);
         worker
     };
     let spec = JobSpec {
-        function: Function::Sqrt,
+        function: Function::Sqrt.into(),
         start: 0,
         n: chunks * LEAF_LEN,
         chunk_size: Some(LEAF_LEN),

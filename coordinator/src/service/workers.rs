@@ -30,6 +30,7 @@ use tonic::body::Body;
 use tracing::Instrument;
 
 use super::{Hub, SESSION_QUEUE, Session, token_from_message};
+use crate::modules::SessionModules;
 use crate::scheduler::{ChunkReport, Departure, Rejection, Scheduler, WorkerId};
 use crate::validate;
 use crate::values::ChunkValues;
@@ -125,6 +126,7 @@ impl WorkersApi {
                     closed: closed.clone(),
                     paused_since: None,
                     pinged_at: None,
+                    modules: SessionModules::default(),
                 },
             );
             (worker, results)

@@ -125,7 +125,7 @@ fn equally_fast_workers_get_no_backups() {
                 let offset = token.chunk * LEAF_LEN;
                 let lease = Lease {
                     token,
-                    function: spec.function,
+                    function: spec.function.clone(),
                     job_start: spec.start,
                     offset,
                     len: LEAF_LEN,

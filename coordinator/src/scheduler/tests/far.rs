@@ -86,7 +86,7 @@ fn ahead_of_its_demand_a_far_worker_gets_no_tail_chunks() {
         let chunk = token.chunk;
         let lease = Lease {
             token,
-            function: Function::Sqrt,
+            function: Function::Sqrt.into(),
             job_start: 3,
             offset: chunk * 64 * LEAF_LEN,
             len: 64 * LEAF_LEN,

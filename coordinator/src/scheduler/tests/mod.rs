@@ -53,7 +53,7 @@ pub(super) fn fast_and_slow_workers(
 
 pub(super) fn spec(n: u64, chunk_size: Option<u64>, stream_values: bool) -> JobSpec {
     JobSpec {
-        function: Function::Sqrt,
+        function: Function::Sqrt.into(),
         start: 3,
         n,
         chunk_size,
@@ -61,9 +61,16 @@ pub(super) fn spec(n: u64, chunk_size: Option<u64>, stream_values: bool) -> JobS
     }
 }
 
+/// The catalog function of a test job (they all run one).
+pub(super) fn catalog(function: &JobFunction) -> Function {
+    function
+        .catalog()
+        .expect("scheduler tests run catalog functions")
+}
+
 pub(super) fn report_for(lease: &Lease) -> ChunkReport<Vec<u8>> {
     let out = evaluate(
-        lease.function,
+        catalog(&lease.function),
         lease.job_start,
         lease.offset..lease.offset + lease.len,
         lease.stream_values,
@@ -79,7 +86,7 @@ pub(super) fn report_for(lease: &Lease) -> ChunkReport<Vec<u8>> {
 
 pub(super) fn reference(spec: &JobSpec) -> Summary {
     let values: Vec<f64> = (0..spec.n)
-        .map(|i| spec.function.eval(spec.start + i))
+        .map(|i| catalog(&spec.function).eval(spec.start + i))
         .collect();
     summarize_values(&values)
 }

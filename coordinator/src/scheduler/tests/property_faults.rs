@@ -526,7 +526,7 @@ fn check(case: &Case) -> Result<Counters, TestCaseError> {
     for tracked in &h.jobs {
         chunks_leased += tracked.chunks.len() as u64;
         let expected: Vec<f64> = (0..tracked.spec.n)
-            .map(|i| tracked.spec.function.eval(tracked.spec.start + i))
+            .map(|i| catalog(&tracked.spec.function).eval(tracked.spec.start + i))
             .collect();
         let expected = le_bytes(&expected);
         if tracked.spec.stream_values {
