@@ -12,7 +12,7 @@ use farm_tests::proxy::{Link, Proxy};
 
 use crate::args::Args;
 use crate::cluster::{LoopbackCluster, submit_json};
-use crate::stats::{median, spread};
+use crate::stats::{median, median_f64, spread};
 
 /// The delays each way of the summary rows; `None` is direct.
 const DELAYS_MS: [Option<u64>; 4] = [None, Some(5), Some(25), Some(100)];
@@ -29,29 +29,34 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     let upstream = cluster.address.parse().context("coordinator address")?;
     let n = args.far_n.to_string();
     println!(
-        "\n## far workers: one 2-thread worker, sqrt --n {} (summary), {} runs each\n",
+        "\n## far workers: one 2-thread worker, sqrt --n {} (summary), {} runs each, interleaved\n",
         args.far_n, args.runs
     );
-    println!(
-        "{:<22}{:>24}{:>10}{:>12}",
-        "link (each way)", "time", "ratio", "rtt seen"
-    );
-    let mut direct = None;
+    // Where the worker connects for each row: the coordinator, or a proxy
+    // in front of it. All rows are measured run by run, in turn, so a
+    // change in the machine's load falls on every row alike.
+    let mut proxies = Vec::new();
+    let mut targets = Vec::new();
     for delay in DELAYS_MS {
-        let proxy = match delay {
-            Some(ms) => Some(runtime.block_on(Proxy::start(
-                upstream,
-                Link::delayed(Duration::from_millis(ms)),
-            ))?),
-            None => None,
-        };
-        let target = proxy
-            .as_ref()
-            .map_or(cluster.address.clone(), |p| p.address().to_string());
-        let worker = Worker::start(bin, &target)?;
-        cluster.wait_for_workers(1)?;
-        let mut times = Vec::new();
-        for _ in 0..args.runs {
+        match delay {
+            Some(ms) => {
+                let link = Link::delayed(Duration::from_millis(ms));
+                let proxy = runtime.block_on(Proxy::start(upstream, link))?;
+                targets.push(proxy.address().to_string());
+                proxies.push(proxy);
+            }
+            None => targets.push(cluster.address.clone()),
+        }
+    }
+    let mut times = vec![Vec::new(); DELAYS_MS.len()];
+    let mut rtts = vec![Vec::new(); DELAYS_MS.len()];
+    for _ in 0..args.runs {
+        for (row, target) in targets.iter().enumerate() {
+            let worker = Worker::start(bin, target)?;
+            cluster.wait_for_workers(1)?;
+            // A worker connected for a while: its round trip known, as
+            // after its first pings.
+            wait_for_round_trip(&cluster)?;
             let submit = [
                 "submit",
                 "sqrt",
@@ -61,25 +66,31 @@ pub fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
                 &cluster.address,
                 "--json",
             ];
-            times.push(submit_json(bin, &submit)?.0);
+            times[row].push(submit_json(bin, &submit)?.0);
+            let rtt = cluster.status()?["workers"][0]["round_trip_us"]
+                .as_u64()
+                .unwrap_or(0);
+            rtts[row].push(rtt as f64 / 1000.0);
+            drop(worker);
+            cluster.wait_for_workers(0)?;
         }
-        let rtt = cluster.status()?["workers"][0]["round_trip_us"]
-            .as_u64()
-            .unwrap_or(0);
-        let took = median(&times);
-        let base = *direct.get_or_insert(took);
+    }
+    println!(
+        "{:<22}{:>24}{:>10}{:>12}",
+        "link (each way)", "time", "ratio", "rtt seen"
+    );
+    let direct = median(&times[0]);
+    for (row, delay) in DELAYS_MS.iter().enumerate() {
         println!(
             "{:<22}{:>24}{:>9.2}x{:>10.1}ms",
             delay.map_or("direct".to_owned(), |ms| format!("{ms} ms")),
-            spread(&times),
-            took.as_secs_f64() / base.as_secs_f64(),
-            rtt as f64 / 1000.0
+            spread(&times[row]),
+            median(&times[row]).as_secs_f64() / direct.as_secs_f64(),
+            median_f64(&rtts[row])
         );
-        drop(worker);
-        cluster.wait_for_workers(0)?;
-        if let Some(proxy) = proxy {
-            runtime.block_on(proxy.stop(Duration::from_secs(5)));
-        }
+    }
+    for proxy in proxies {
+        runtime.block_on(proxy.stop(Duration::from_secs(5)));
     }
     thin_link(bin, args, &runtime, &cluster, upstream)
 }
@@ -139,6 +150,23 @@ fn thin_link(
     );
     drop(worker);
     runtime.block_on(proxy.stop(Duration::from_secs(5)));
+    Ok(())
+}
+
+/// Waits (at most 20 s) until the coordinator has measured the one
+/// worker's round trip.
+fn wait_for_round_trip(cluster: &LoopbackCluster) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.status()?["workers"][0]["round_trip_us"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        if Instant::now() > deadline {
+            bail!("the worker's round trip was not measured within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 

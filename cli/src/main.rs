@@ -27,8 +27,13 @@ fn main() -> ExitCode {
         std::process::exit(code.into())
     });
     farm_setup::tune_allocator();
-    // Only warnings by default: the output of `farm` is its result.
-    farm_setup::init_tracing_as("warn", cli.log_format);
+    // Only warnings by default: the output of `farm` is its result. The
+    // embedded coordinator and worker say only errors: a failed job
+    // reaches the user as farm's own message, once, not three times.
+    farm_setup::init_tracing_as(
+        "warn,farm_coordinator=error,farm_worker=error",
+        cli.log_format,
+    );
     let result = match cli.command {
         Command::Submit(args) => run_submit(args),
         Command::Digest(args) => run_digest(&args),

@@ -80,11 +80,41 @@ impl TestClusterBuilder {
     }
 }
 
-/// A worker task of a [`TestCluster`].
+/// A worker task of a [`TestCluster`], or one started on its own with
+/// [`WorkerHandle::start_via`].
 #[derive(Debug)]
 pub struct WorkerHandle {
     pub drain: CancellationToken,
     pub task: JoinHandle<Result<(), WorkerError>>,
+}
+
+impl WorkerHandle {
+    /// Starts a worker called `name`, of `threads` threads, that reaches
+    /// its coordinator at `address` (e.g. a proxy in front of it). It is
+    /// no part of any [`TestCluster`]: the test drains or aborts it.
+    pub fn start_via(address: SocketAddr, name: &str, threads: usize) -> WorkerHandle {
+        let address = address.to_string();
+        let mut config = WorkerConfig::new(address.clone());
+        config.name = name.to_owned();
+        config.threads = threads;
+        let channel = transport::endpoint(&address)
+            .expect("a valid address")
+            .connect_lazy();
+        let drain = CancellationToken::new();
+        let task = tokio::spawn(farm_worker::run(config, channel.into(), drain.clone()));
+        WorkerHandle { drain, task }
+    }
+
+    /// Drains the worker and checks that it exits cleanly within
+    /// `timeout`.
+    pub async fn drain_within(self, timeout: Duration) {
+        self.drain.cancel();
+        tokio::time::timeout(timeout, self.task)
+            .await
+            .unwrap_or_else(|_| panic!("the worker did not drain within {timeout:?}"))
+            .expect("worker task panicked")
+            .unwrap_or_else(|e| panic!("the worker failed: {e}"));
+    }
 }
 
 /// A running in-process cluster.

@@ -8,14 +8,10 @@ use std::time::Duration;
 
 use farm_catalog::Function;
 use farm_cli::client::JobRequest;
-use farm_net::transport;
 use farm_proto::v1;
-use farm_tests::cluster::TestCluster;
+use farm_tests::cluster::{TestCluster, WorkerHandle};
 use farm_tests::proxy::{Link, Proxy};
 use farm_tests::{reference, wait_until};
-use farm_worker::{WorkerConfig, WorkerError};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// Each way: a round trip of 200 ms, eight times a 25 ms chunk.
 const FAR: Duration = Duration::from_millis(100);
@@ -31,36 +27,6 @@ fn sqrt_summary(n: u64) -> JobRequest {
         stream_values: false,
         values_connection: false,
         wasm_module: bytes::Bytes::new(),
-    }
-}
-
-/// A worker of one thread that reaches the coordinator through `proxy`.
-struct FarWorker {
-    drain: CancellationToken,
-    task: JoinHandle<Result<(), WorkerError>>,
-}
-
-impl FarWorker {
-    fn start(proxy: &Proxy, name: &str) -> FarWorker {
-        let address = proxy.address().to_string();
-        let mut config = WorkerConfig::new(address.clone());
-        config.name = name.to_owned();
-        config.threads = 1;
-        let channel = transport::endpoint(&address)
-            .expect("a valid address")
-            .connect_lazy();
-        let drain = CancellationToken::new();
-        let task = tokio::spawn(farm_worker::run(config, channel.into(), drain.clone()));
-        FarWorker { drain, task }
-    }
-
-    async fn drain(self) {
-        self.drain.cancel();
-        tokio::time::timeout(SETTLE, self.task)
-            .await
-            .expect("the far worker drains in time")
-            .expect("the far worker's task did not panic")
-            .expect("the far worker exits cleanly");
     }
 }
 
@@ -84,7 +50,7 @@ async fn a_worker_100ms_away_ends_exact_and_shows_its_round_trip() {
     let proxy = Proxy::start(upstream, Link::delayed(FAR))
         .await
         .expect("start the proxy");
-    let far = FarWorker::start(&proxy, "far");
+    let far = WorkerHandle::start_via(proxy.address(), "far", 1);
     wait_for_round_trip(&cluster, "far").await;
 
     let n = 200_000_000;
@@ -103,7 +69,7 @@ async fn a_worker_100ms_away_ends_exact_and_shows_its_round_trip() {
         "round trip {} us",
         worker.round_trip_us
     );
-    far.drain().await;
+    far.drain_within(SETTLE).await;
     cluster.shutdown().await;
 }
 
@@ -118,7 +84,7 @@ async fn near_and_far_workers_share_by_speed_and_losing_the_far_one_ends_exact()
     let proxy = Proxy::start(upstream, Link::delayed(FAR))
         .await
         .expect("start the proxy");
-    let far = FarWorker::start(&proxy, "far");
+    let far = WorkerHandle::start_via(proxy.address(), "far", 1);
     wait_for_round_trip(&cluster, "far").await;
 
     let n = 2_000_000_000;

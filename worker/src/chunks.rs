@@ -38,9 +38,14 @@ pub(crate) fn compute_batch(
     modules: &BatchModules,
     faults: &Faults,
 ) -> Vec<ChunkAnswer> {
+    let mut failed_jobs = Vec::new();
     leases
         .iter()
         .map(|lease| {
+            let job = lease.token.map(|token| token.job_id);
+            if let Some(job) = job.filter(|job| failed_jobs.contains(job)) {
+                return (lease.clone(), Duration::ZERO, Err(not_computed(job)));
+            }
             let started = Instant::now();
             // Each lease catches its own panic, so a poison chunk fails
             // alone and not the rest of its batch.
@@ -51,9 +56,39 @@ pub(crate) fn compute_batch(
                         retryable: true,
                     })
                 });
+            if let (Err(failure), Some(job)) = (&outcome, job)
+                && !failure.retryable
+            {
+                failed_jobs.push(job);
+            }
             (lease.clone(), started.elapsed(), outcome)
         })
         .collect()
+}
+
+/// A lease skipped because an earlier chunk of its job failed for good,
+/// which fails the job: computing it could only waste time (a function
+/// that never returns would hold the worker for another time bound).
+fn not_computed(job: u64) -> ChunkFailure {
+    ChunkFailure {
+        message: format!("not computed: an earlier chunk of job {job} failed for good"),
+        // Stale by the time it arrives; should the job live on, another
+        // try is right.
+        retryable: true,
+    }
+}
+
+/// The jobs of `answers` that failed for good: the coordinator fails
+/// them, so their other leases need not wait here.
+pub(crate) fn failed_jobs(answers: &[ChunkAnswer]) -> Vec<u64> {
+    let mut jobs: Vec<u64> = answers
+        .iter()
+        .filter(|(_, _, outcome)| outcome.as_ref().is_err_and(|failure| !failure.retryable))
+        .filter_map(|(lease, _, _)| lease.token.map(|token| token.job_id))
+        .collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    jobs
 }
 
 /// Every lease of a batch the pool could not run, failed with `message`
@@ -157,5 +192,48 @@ pub(crate) fn result_message(
             .map(|v| buffers::VALUES.into_bytes(v))
             .unwrap_or_default(),
         compute_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn lease(job_id: u64, chunk_index: u64, function: &str) -> v1::ChunkLease {
+        v1::ChunkLease {
+            token: Some(v1::LeaseToken {
+                job_id,
+                chunk_index,
+                attempt: 1,
+            }),
+            function: function.to_owned(),
+            offset: chunk_index * 4096,
+            len: 4096,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_failure_for_good_skips_the_rest_of_its_job_in_the_batch() {
+        let batch = [
+            lease(4, 0, "cbrt"),
+            lease(4, 1, "sqrt"),
+            lease(5, 0, "sqrt"),
+        ];
+        let answers = compute_batch(&batch, &BatchModules::default(), &Faults::default());
+        let outcomes: Vec<_> = answers.iter().map(|(_, _, outcome)| outcome).collect();
+        let failed = outcomes[0].as_ref().unwrap_err();
+        assert!(!failed.retryable);
+        assert_eq!(
+            outcomes[1].as_ref().unwrap_err(),
+            &ChunkFailure {
+                message: "not computed: an earlier chunk of job 4 failed for good".to_owned(),
+                retryable: true,
+            }
+        );
+        // Another job's lease is computed as usual.
+        assert_eq!(outcomes[2].as_ref().unwrap().summary.leaf_sums.len(), 1);
+        assert_eq!(failed_jobs(&answers), vec![4]);
     }
 }

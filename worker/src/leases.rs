@@ -190,6 +190,20 @@ impl Leases {
         dropped
     }
 
+    /// Drops the queued leases of `jobs` (returned here, to hand back): a
+    /// chunk of theirs failed for good, which fails them.
+    pub(crate) fn drop_jobs(&mut self, jobs: &[u64]) -> Vec<v1::LeaseToken> {
+        let mut dropped = Vec::new();
+        self.queued.retain(|lease| match lease.token {
+            Some(token) if jobs.contains(&token.job_id) => {
+                dropped.push(token);
+                false
+            }
+            _ => true,
+        });
+        dropped
+    }
+
     /// The next batch for the compute pool, if none is running and any
     /// are queued: one lease, or several small ones of at most
     /// [`BATCH_ELEMENTS`] together, computed back to back.

@@ -314,3 +314,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_queued_leases_of_a_failed_job_are_dropped() {
+    let mut leases = Leases::new(4);
+    let other_job = v1::ChunkLease {
+        token: Some(v1::LeaseToken {
+            job_id: 99,
+            ..token(3)
+        }),
+        ..lease(3, 10)
+    };
+    leases.grant(vec![lease(0, 10), lease(1, 10), other_job]);
+    let running = leases.next_batch().unwrap();
+    assert_eq!(running.len(), 3, "small leases run as one batch");
+    leases.grant(vec![lease(4, 10), lease(5, 10)]);
+    assert_eq!(
+        leases.drop_jobs(&[token(0).job_id]),
+        vec![token(4), token(5)]
+    );
+    assert_eq!(leases.queued(), 0);
+    // The running batch is not the book's to drop: it reports.
+    assert_eq!(leases.running(), 3);
+}

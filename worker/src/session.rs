@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tonic::Status;
 use tonic::body::Body;
 
-use crate::chunks::{ChunkAnswer, batch_lost, compute_batch};
+use crate::chunks::{ChunkAnswer, batch_lost, compute_batch, failed_jobs};
 use crate::compute::ComputePool;
 use crate::config::WorkerConfig;
 use crate::handshake::{self, Opened, SessionError};
@@ -173,9 +173,14 @@ impl Session<'_> {
                 } => {
                     self.computing = None;
                     let ended = self.leases.end_batch();
+                    let failed = self.leases.drop_jobs(&failed_jobs(&answers));
                     self.start_next();
                     let pull = self.leases.top_up();
                     self.report(reports::report(answers, &ended.revoked, pull)).await;
+                    if !failed.is_empty() {
+                        // After the failure that fails their job.
+                        self.send(Outgoing::Returned(v1::ReturnLeases { tokens: failed })).await;
+                    }
                 }
                 _ = heartbeat.tick() => self.send(Outgoing::Heartbeat(v1::Heartbeat {})).await,
                 () = results_ended.cancelled() => {

@@ -129,16 +129,18 @@ impl<V: HeldValues> Scheduler<V> {
     }
 
     /// What chunk sizing knows about `worker`.
-    fn sizing(&self, worker: WorkerId) -> Sizing {
+    pub(super) fn sizing(&self, worker: WorkerId) -> Sizing {
         let Some(entry) = self.workers.get(&worker) else {
             return Sizing {
                 share: 1.0,
                 speed: None,
+                delivery: None,
             };
         };
         Sizing {
             share: self.cluster.share(entry.speed, entry.info.threads),
             speed: self.cluster.estimate(entry.speed, entry.info.threads),
+            delivery: entry.delivery,
         }
     }
 

@@ -12,6 +12,14 @@
 //! Sizes are whole leaves and stay within what one message may carry.
 //! `--chunk-size` overrides both rules.
 //!
+//! **Thin links**: when values are streamed, what a chunk takes is the
+//! time its values need to arrive, not only to be computed: a worker
+//! behind a link slower than its cores is sized (and its holds planned)
+//! at its delivery rate ([`Sizing::pace`]). Its chunks then cross the
+//! link in about [`TARGET_CHUNK_TIME`] instead of seconds, so each one
+//! holds the ordered merge's window (and the near workers filling it)
+//! only that long.
+//!
 //! **Far workers** ([`leases_to_hold`]): a worker asks for more work when a
 //! chunk ends, and the grant takes a round trip to arrive, so the work it
 //! holds must cover its round trip (Little's law). A worker whose round
@@ -69,6 +77,29 @@ pub(crate) struct Sizing {
     pub share: f64,
     /// Its speed, measured or estimated; `None` before any worker reported.
     pub speed: Option<Speed>,
+    /// How fast its streamed values arrive, once measured: below `speed`
+    /// when its link is thinner than its cores are fast.
+    pub delivery: Option<Speed>,
+}
+
+impl Sizing {
+    /// Streamed values from a worker whose delivery rate is not known yet:
+    /// it gets the smallest chunks, and none ahead of its demand, until
+    /// its first arrive. Behind a thin link a full-size first chunk would
+    /// hold the window's front for seconds.
+    fn delivery_unknown(&self, stream_values: bool) -> bool {
+        stream_values && self.delivery.is_none()
+    }
+
+    /// The elements per second a chunk is planned at: the speed, or for
+    /// streamed values the delivery rate if that is slower.
+    pub fn pace(&self, stream_values: bool) -> Option<Speed> {
+        match (self.speed, self.delivery) {
+            (Some(speed), Some(delivery)) if stream_values => Some(Speed(speed.0.min(delivery.0))),
+            (None, Some(delivery)) if stream_values => Some(delivery),
+            (speed, _) => speed,
+        }
+    }
 }
 
 /// How many leases a worker should hold so that its threads never wait for
@@ -91,15 +122,18 @@ pub(crate) fn leases_to_hold(round_trip: Option<Duration>, chunk_time: Duration)
     (1 + queued as u32).min(MAX_HELD_AHEAD)
 }
 
-/// How long a full-size chunk (the time rule, or the largest allowed)
-/// takes at `speed`: the chunk time [`leases_to_hold`] plans with.
-pub(crate) fn full_chunk_time(speed: Speed, stream_values: bool) -> Duration {
+/// How long a full-size chunk (the time rule, within the smallest and
+/// largest allowed) takes at `pace`: the chunk time [`leases_to_hold`]
+/// plans with.
+pub(crate) fn full_chunk_time(pace: Speed, stream_values: bool) -> Duration {
     let max = if stream_values {
         MAX_STREAM_CHUNK
     } else {
         MAX_SUMMARY_CHUNK
     };
-    speed.time_for(max).min(TARGET_CHUNK_TIME)
+    pace.time_for(max)
+        .min(TARGET_CHUNK_TIME)
+        .max(pace.time_for(MIN_CHUNK))
 }
 
 /// Whether the next chunk of a job with `remaining` elements not yet carved
@@ -117,13 +151,16 @@ pub(crate) fn full_size(
         // share of what is left.
         return remaining > 0 && guided >= len as f64;
     }
+    if sizing.delivery_unknown(stream_values) {
+        return false;
+    }
     let max = if stream_values {
         MAX_STREAM_CHUNK
     } else {
         MAX_SUMMARY_CHUNK
     };
     let timed = sizing
-        .speed
+        .pace(stream_values)
         .map_or(f64::INFINITY, |s| s.0 * TARGET_CHUNK_TIME.as_secs_f64());
     guided >= timed.min(max as f64)
 }
@@ -138,6 +175,7 @@ pub(crate) fn next_chunk_len(
 ) -> u64 {
     let len = match forced {
         Some(len) => len,
+        None if sizing.delivery_unknown(stream_values) => MIN_CHUNK,
         None => {
             let max = if stream_values {
                 MAX_STREAM_CHUNK
@@ -146,7 +184,7 @@ pub(crate) fn next_chunk_len(
             };
             let guided = remaining as f64 * sizing.share / GUIDED_DIVISOR;
             let timed = sizing
-                .speed
+                .pace(stream_values)
                 .map_or(f64::INFINITY, |s| s.0 * TARGET_CHUNK_TIME.as_secs_f64());
             let wanted = guided.min(timed).min(max as f64);
             // `as` saturates; the clamp keeps the result in range.
@@ -161,7 +199,19 @@ mod tests {
     use super::*;
 
     fn unmeasured(share: f64) -> Sizing {
-        Sizing { share, speed: None }
+        Sizing {
+            share,
+            speed: None,
+            delivery: None,
+        }
+    }
+
+    /// Unmeasured, but its values known to arrive at once.
+    fn delivered(share: f64) -> Sizing {
+        Sizing {
+            delivery: Some(Speed(f64::INFINITY)),
+            ..unmeasured(share)
+        }
     }
 
     #[test]
@@ -176,7 +226,7 @@ mod tests {
         );
         assert_eq!(next_chunk_len(None, 1000, unmeasured(0.5), false), 1000);
         assert_eq!(
-            next_chunk_len(None, 1_000_000_000, unmeasured(0.5), true),
+            next_chunk_len(None, 1_000_000_000, delivered(0.5), true),
             MAX_STREAM_CHUNK
         );
     }
@@ -187,6 +237,7 @@ mod tests {
         let fast = Sizing {
             share: 0.5,
             speed: Some(Speed(1e9)),
+            delivery: None,
         };
         assert_eq!(
             next_chunk_len(None, 10_000_000_000, fast, false),
@@ -196,6 +247,7 @@ mod tests {
         let slow = Sizing {
             share: 0.05,
             speed: Some(Speed(1e8)),
+            delivery: None,
         };
         assert_eq!(
             next_chunk_len(None, 10_000_000_000, slow, false),
@@ -235,6 +287,7 @@ mod tests {
         let fast = Sizing {
             share: 0.5,
             speed: Some(Speed(1e9)),
+            delivery: None,
         };
         // 25 M elements a chunk: guided needs 200 M left at half the speed.
         assert!(full_size(None, 10_000_000_000, fast, false));
@@ -244,6 +297,44 @@ mod tests {
         assert!(full_size(Some(LEAF_LEN), 8 * LEAF_LEN, fast, false));
         assert!(!full_size(Some(LEAF_LEN), 7 * LEAF_LEN, fast, false));
         assert!(!full_size(Some(LEAF_LEN), 0, fast, false));
+    }
+
+    #[test]
+    fn streamed_values_are_sized_at_the_delivery_rate() {
+        // Computes 1e9 elements/s, delivers 1e6 (8 MB/s of values).
+        let thin = Sizing {
+            share: 0.5,
+            speed: Some(Speed(1e9)),
+            delivery: Some(Speed(1e6)),
+        };
+        // A summary does not cross the link: sized at the speed.
+        assert_eq!(
+            next_chunk_len(None, 10_000_000_000, thin, false),
+            round_to_leaves(25_000_000)
+        );
+        // Values do: 25 ms of them is 25,000 elements, the smallest chunk.
+        assert_eq!(next_chunk_len(None, 10_000_000_000, thin, true), MIN_CHUNK);
+        assert_eq!(
+            full_chunk_time(thin.pace(true).unwrap(), true),
+            Speed(1e6).time_for(MIN_CHUNK)
+        );
+        // Before its first values arrive: the smallest, and none ahead.
+        let unknown = Sizing {
+            delivery: None,
+            ..thin
+        };
+        assert_eq!(
+            next_chunk_len(None, 10_000_000_000, unknown, true),
+            MIN_CHUNK
+        );
+        assert!(!full_size(None, 10_000_000_000, unknown, true));
+        assert!(full_size(None, 10_000_000_000, unknown, false));
+        // Delivering faster than it computes: the speed rules.
+        let near = Sizing {
+            delivery: Some(Speed(1e10)),
+            ..thin
+        };
+        assert_eq!(near.pace(true), Some(Speed(1e9)));
     }
 
     #[test]

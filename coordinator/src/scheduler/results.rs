@@ -73,6 +73,12 @@ impl<V: HeldValues> Scheduler<V> {
             return Err(Rejection::Malformed);
         }
 
+        let granted_at = chunk
+            .live_leases()
+            .iter()
+            .find(|l| l.attempt == token.attempt)
+            .map(|l| l.granted_at);
+        let delivered = value_bytes > 0;
         let accepted = job.accept(token, report.summary, report.values, worker, now);
         match &job.outcome {
             Some(JobOutcome::Finished(_)) => self.counters.jobs_finished += 1,
@@ -92,6 +98,17 @@ impl<V: HeldValues> Scheduler<V> {
             if let Some(measured) = measured {
                 entry.speed = Some(Speed::update(entry.speed, measured));
             }
+            // Values arrive no faster than the worker's link carries them:
+            // timed here, from when the worker could start on this chunk
+            // (its grant, or its previous result) to its arrival.
+            if delivered && let Some(granted_at) = granted_at {
+                let busy_since = entry
+                    .last_result_at
+                    .map_or(granted_at, |t| t.max(granted_at));
+                let arrived = Speed::measured(len, now.saturating_duration_since(busy_since));
+                entry.delivery = Some(Speed::update(entry.delivery, arrived));
+            }
+            entry.last_result_at = Some(now);
         });
         for other in accepted.losers {
             let other_token = LeaseToken {

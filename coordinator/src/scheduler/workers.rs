@@ -54,8 +54,18 @@ pub(super) struct WorkerEntry {
     pub speed: Option<Speed>,
     pub chunks_completed: u64,
     pub elements_completed: u64,
-    /// The session's smoothed round trip, once measured.
+    /// The session's smoothed round trip, once measured (shown).
     pub round_trip: Option<Duration>,
+    /// The shortest round trip the session has had: the link's own, which
+    /// the holds are planned with. On a thin link the smoothed one also
+    /// counts the wait behind the worker's own values, and planning with
+    /// it would grant more, which queues more, without end.
+    pub nearest_round_trip: Option<Duration>,
+    /// How fast its streamed values arrive, in elements per second,
+    /// measured between results while it was busy ([`Scheduler::complete`]).
+    pub delivery: Option<Speed>,
+    /// When its last result arrived.
+    pub last_result_at: Option<Instant>,
     /// Leases it should hold to cover its round trip
     /// ([`policy::leases_to_hold`]); it is granted up to this many beyond
     /// its demand. 0 until its round trip is known.
@@ -100,6 +110,9 @@ impl<V: HeldValues> Scheduler<V> {
                 chunks_completed: 0,
                 elements_completed: 0,
                 round_trip: None,
+                nearest_round_trip: None,
+                delivery: None,
+                last_result_at: None,
                 hold: 0,
             },
         );
@@ -148,8 +161,8 @@ impl<V: HeldValues> Scheduler<V> {
     }
 
     /// A measured round trip of the worker's session (a ping's answer,
-    /// timed by the caller). It is smoothed; the leases the worker should
-    /// hold follow it.
+    /// timed by the caller). It is smoothed for display; the leases the
+    /// worker should hold follow the shortest one.
     pub fn round_trip(&mut self, worker: WorkerId, sample: Duration, now: Instant) {
         let known = self.update_worker(worker, |entry| {
             entry.last_seen = now;
@@ -161,6 +174,8 @@ impl<V: HeldValues> Scheduler<V> {
                 }
             };
             entry.round_trip = Some(smoothed);
+            entry.nearest_round_trip =
+                Some(entry.nearest_round_trip.map_or(sample, |n| n.min(sample)));
         });
         if known {
             self.plan_hold(worker, false);
@@ -168,17 +183,18 @@ impl<V: HeldValues> Scheduler<V> {
         }
     }
 
-    /// Sets how many leases `worker` should hold, from its round trip and
-    /// the time a full chunk takes it.
+    /// Sets how many leases `worker` should hold, from its link's round
+    /// trip and the time a full chunk takes it (to arrive, if its values
+    /// are streamed).
     pub(super) fn plan_hold(&mut self, worker: WorkerId, stream_values: bool) {
         let Some(entry) = self.workers.get(&worker) else {
             return;
         };
-        let speed = self.cluster.estimate(entry.speed, entry.info.threads);
-        let chunk_time = speed.map_or(policy::TARGET_CHUNK_TIME, |s| {
+        let pace = self.sizing(worker).pace(stream_values);
+        let chunk_time = pace.map_or(policy::TARGET_CHUNK_TIME, |s| {
             policy::full_chunk_time(s, stream_values)
         });
-        let hold = policy::leases_to_hold(entry.round_trip, chunk_time);
+        let hold = policy::leases_to_hold(entry.nearest_round_trip, chunk_time);
         self.update_worker(worker, |entry| entry.hold = hold);
     }
 

@@ -13,13 +13,18 @@ use tokio_util::sync::CancellationToken;
 use super::{Hub, SESSION_QUEUE, Session};
 use crate::config::CoordinatorConfig;
 use crate::modules::SessionModules;
-use crate::scheduler::{JobSpec, WorkerId, WorkerInfo};
+use crate::scheduler::{JobFunction, JobSpec, WorkerId, WorkerInfo};
 
 type Outbox = mpsc::Receiver<Result<farm_net::wire::Encoded, tonic::Status>>;
 
-/// A hub with one job of `chunks` one-leaf chunks and one connected
-/// worker whose outbox the test reads.
+/// A hub with one `sqrt` job of `chunks` one-leaf chunks and one
+/// connected worker whose outbox the test reads.
 fn hub_with_worker(chunks: u64) -> (Hub, WorkerId, Outbox, CancellationToken) {
+    hub_with_job(Function::Sqrt.into(), chunks)
+}
+
+/// Like [`hub_with_worker`], with a job of `function`.
+fn hub_with_job(function: JobFunction, chunks: u64) -> (Hub, WorkerId, Outbox, CancellationToken) {
     let hub = Hub::new(CoordinatorConfig::default(), CancellationToken::new());
     let (outbox, rx) = mpsc::channel(SESSION_QUEUE);
     let closed = CancellationToken::new();
@@ -41,7 +46,7 @@ fn hub_with_worker(chunks: u64) -> (Hub, WorkerId, Outbox, CancellationToken) {
         worker
     };
     let spec = JobSpec {
-        function: Function::Sqrt.into(),
+        function,
         start: 0,
         n: chunks * LEAF_LEN,
         chunk_size: Some(LEAF_LEN),
@@ -131,4 +136,42 @@ fn a_worker_that_reads_nothing_is_dropped_and_its_chunks_keep_their_tries() {
     let held = state.scheduler.leases_of(next).to_vec();
     assert_eq!(held.len(), 1);
     assert_eq!((held[0].chunk, held[0].attempt), (0, 2));
+}
+
+#[test]
+fn a_module_goes_to_a_worker_once_before_its_first_lease() {
+    // The hub neither reads nor checks the module: any bytes do here.
+    let module = bytes::Bytes::from_static(b"(module)");
+    let hash = farm_wasm::ContentHash::of(&module);
+    let function = JobFunction::Wasm {
+        hash,
+        name: "m.wat".into(),
+    };
+    let (hub, worker, mut rx, _closed) = hub_with_job(function, 10);
+    hub.lock().modules.hold(hash, module.clone());
+    for _ in 0..10 {
+        hub.with_scheduler(|s, now| s.pull(worker, 1, now));
+    }
+    let mut messages = Vec::new();
+    while let Ok(Ok(encoded)) = rx.try_recv() {
+        let message: CoordinatorMessage = encoded.decode().expect("a message the hub encoded");
+        messages.extend(message.kind);
+    }
+    let Some(Kind::Module(sent)) = messages.first() else {
+        panic!("the module goes first: {messages:?}");
+    };
+    assert_eq!((sent.hash.as_ref(), &sent.module), (&hash.0[..], &module));
+    let leases: Vec<_> = messages[1..]
+        .iter()
+        .flat_map(|kind| match kind {
+            Kind::Grant(grant) => grant.leases.clone(),
+            other => panic!("one module, then grants: {other:?}"),
+        })
+        .collect();
+    assert_eq!(leases.len(), 10);
+    assert!(
+        leases
+            .iter()
+            .all(|lease| lease.function == "wasm" && lease.wasm_module_hash.as_ref() == hash.0)
+    );
 }

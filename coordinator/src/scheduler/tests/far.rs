@@ -127,3 +127,40 @@ fn a_far_idle_worker_backs_up_no_straggler_it_would_deliver_later() {
     s.tick(t0 + 4 * FAR);
     assert_eq!(grants(&s.take_effects()).len(), 1);
 }
+
+#[test]
+fn a_worker_on_a_thin_link_streams_small_chunks_and_holds_for_its_link_not_its_queue() {
+    let t0 = Instant::now();
+    let mut s = TestScheduler::new(SchedulerConfig::default());
+    let thin = worker(&mut s, t0);
+    // 25 ms each way, measured while the link is idle.
+    let link = Duration::from_millis(50);
+    s.round_trip(thin, link, t0);
+    s.submit(spec(1 << 30, None, true), t0).unwrap();
+    s.pull(thin, 2, t0);
+
+    // It computes 1e9 elements/s, but its values arrive at 1e6/s (8 MB/s):
+    // each result lands when the link has carried it. Meanwhile its pongs
+    // wait behind its values: the round trips it shows grow.
+    let mut now = t0;
+    let mut held: VecDeque<Lease> = granted_to(&mut s, thin).into();
+    for _ in 0..40 {
+        let lease = held.pop_front().expect("it always holds a lease");
+        now += Duration::from_secs_f64(lease.len as f64 / 1e6);
+        s.complete(thin, lease.token, report_at(&lease, 1e9), now)
+            .unwrap();
+        s.round_trip(thin, link * 10, now);
+        s.pull(thin, 1, now);
+        held.extend(granted_to(&mut s, thin));
+    }
+    // Its chunks are sized to cross the link quickly: the smallest chunk
+    // (64 ms of link), not 1 Mi elements (over a second).
+    assert!(held.iter().all(|l| l.len == policy::MIN_CHUNK), "{held:?}");
+    // Its hold covers the link's 50 ms (1.5 times over, 64 ms a chunk):
+    // one computing, two queued. Planned with the round trips it shows
+    // (queueing behind what it holds), it would grow to the bound.
+    let status = s.worker_status(now);
+    let thin_status = status.iter().find(|w| w.id == thin).unwrap();
+    assert!(thin_status.round_trip.unwrap() > link * 5);
+    assert_eq!(thin_status.hold, 3);
+}
