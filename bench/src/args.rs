@@ -30,6 +30,10 @@ pub enum Section {
     /// One worker direct and behind 5, 25 and 100 ms each way, and an
     /// `--output` job over a thin link.
     Far,
+    /// WebAssembly modules from `examples/`: sqrt against the built-in,
+    /// uneven kernels against Rust with rayon and the worker's CPU share,
+    /// compile time and first-chunk latency.
+    Wasm,
 }
 
 /// How simulated workers report results.
@@ -131,6 +135,29 @@ pub struct Args {
     /// far: bytes per second each way on the thin link.
     #[arg(long, default_value = "40000000", value_parser = parse_count)]
     pub far_link_rate: u64,
+
+    /// wasm: elements of the sqrt jobs (built-in, sqrt.wat, sqrt_simd.wat).
+    #[arg(long, default_value = "1e9", value_parser = parse_count)]
+    pub wasm_sqrt_n: u64,
+    /// wasm: elements of the collatz.wat job (Collatz steps of 0..n).
+    #[arg(long, default_value = "8e6", value_parser = parse_count)]
+    pub wasm_collatz_n: u64,
+    /// wasm: elements of the prime.wat job (trial division of 0..n).
+    #[arg(long, default_value = "8e6", value_parser = parse_count)]
+    pub wasm_prime_n: u64,
+    /// wasm: elements of the mandelbrot.wat job (the 1024 x 1024 grid is
+    /// 1,048,576 elements; more wraps around it).
+    #[arg(long, default_value = "1048576", value_parser = parse_count)]
+    pub wasm_mandelbrot_n: u64,
+    /// wasm: fresh runtimes loading each example for the compile times.
+    #[arg(long, default_value_t = 30)]
+    pub wasm_compile_runs: usize,
+    /// wasm: elements of the first-chunk job (one chunk).
+    #[arg(long, default_value = "4096", value_parser = parse_count)]
+    pub wasm_first_n: u64,
+    /// wasm: fresh clusters for the first-chunk latency.
+    #[arg(long, default_value_t = 10)]
+    pub wasm_first_runs: usize,
 }
 
 impl Args {

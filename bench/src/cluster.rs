@@ -132,10 +132,13 @@ impl LoopbackCluster {
             .context("coordinator address")?
             .to_owned();
         for extra in workers {
+            // No compiled-module cache from the caller's shell: a new
+            // worker compiles each module it is sent.
             let worker = Command::new(bin.join("farm-worker"))
                 .args(["--connect", &cluster.address])
                 .args(extra)
                 .env("RUST_LOG", "warn")
+                .env_remove("FARM_WASM_CACHE")
                 .spawn()
                 .context("start farm-worker")?;
             cluster.children.push(worker);

@@ -14,6 +14,8 @@
 //! - [`hetero`]: each worker's share with unequal workers.
 //! - [`far`]: one worker direct and behind added delays, and values over a
 //!   thin link.
+//! - [`wasm`]: WebAssembly modules against the built-in and against the
+//!   same kernels in Rust, compile time and first-chunk latency.
 //!
 //! Run: `cargo run --release -p farm-bench -- [--only SECTION,..]` (see
 //! bench/README.md).
@@ -33,6 +35,7 @@ mod sim_worker;
 mod simulated_cluster;
 mod stats;
 mod streaming;
+mod wasm;
 
 use clap::Parser;
 
@@ -79,6 +82,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.runs_section(Section::Far) {
         far::run(&bin, &args)?;
+    }
+    if args.runs_section(Section::Wasm) {
+        wasm::run(&bin, &args)?;
     }
     Ok(())
 }
