@@ -25,6 +25,9 @@ mod cluster;
 mod compute;
 mod far;
 mod hetero;
+// The examples' kernels in Rust, shared with farm-wasm's tests.
+#[path = "../../examples/kernels.rs"]
+mod kernels;
 mod loopback;
 mod memory;
 mod output;

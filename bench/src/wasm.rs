@@ -4,7 +4,7 @@
 //! - sqrt: `sqrt.wat` (only `f`, farm appends the loop) and
 //!   `sqrt_simd.wat` (its own `fill`) against the built-in `sqrt`.
 //! - Uneven costs: `collatz.wat`, `prime.wat` and `mandelbrot.wat` against
-//!   the same kernels written in plain Rust here, run with a rayon loop
+//!   the same kernels written in plain Rust (`examples/kernels.rs`), run with a rayon loop
 //!   over the same range and reduced to the same summary (so the digests
 //!   must match farm's); and the worker's CPU share on those jobs, which
 //!   says whether adaptive chunking keeps the cores busy when elements
@@ -22,6 +22,7 @@ use farm_wasm::{Limits, Runtime};
 
 use crate::args::Args;
 use crate::cluster::{LoopbackCluster, digest, submit_json};
+use crate::kernels::{collatz_steps, is_prime, mandelbrot};
 use crate::procfs;
 use crate::stats::{median, median_f64, rate_spread, ratio, spread, timed};
 
@@ -157,62 +158,6 @@ fn native_summary<K: FillLeaf>(kernel: &K, n: u64) -> anyhow::Result<Summary> {
     let mut reducer = Reducer::new();
     reducer.push_chunk(n, &out.summary)?;
     Ok(reducer.finish(n)?)
-}
-
-/// Collatz steps from `x` to 1, wrapping at 2^64, as `collatz.wat`.
-fn collatz_steps(mut x: u64) -> f64 {
-    let mut steps = 0u64;
-    while x > 1 {
-        x = if x.is_multiple_of(2) {
-            x / 2
-        } else {
-            x.wrapping_mul(3).wrapping_add(1)
-        };
-        steps += 1;
-    }
-    steps as f64
-}
-
-/// 1.0 if `x` is prime, by the same trial division as `prime.wat`: 2,
-/// then odd divisors until the divisor passes the quotient.
-fn is_prime(x: u64) -> f64 {
-    if x < 4 {
-        return if x >= 2 { 1.0 } else { 0.0 };
-    }
-    if x.is_multiple_of(2) {
-        return 0.0;
-    }
-    let mut d = 3u64;
-    loop {
-        let q = x / d;
-        if d > q {
-            return 1.0;
-        }
-        if q * d == x {
-            return 0.0;
-        }
-        d += 2;
-    }
-}
-
-/// The escape count of grid point `x`, as `mandelbrot.wat`, operation for
-/// operation (Rust does not fuse multiply-adds unless asked).
-fn mandelbrot(x: u64) -> f64 {
-    let step = 2.5 / 1024.0;
-    let cx = -2.0 + (x & 1023) as f64 * step;
-    let cy = -1.25 + ((x >> 10) & 1023) as f64 * step;
-    let (mut zr, mut zi) = (0.0f64, 0.0f64);
-    let mut n = 0u32;
-    loop {
-        let (zr2, zi2) = (zr * zr, zi * zi);
-        if zr2 + zi2 > 4.0 || n >= 1000 {
-            break;
-        }
-        zi = (zr + zr) * zi + cy;
-        zr = (zr2 - zi2) + cx;
-        n += 1;
-    }
-    f64::from(n)
 }
 
 /// CPU time over (wall x threads): the share of the cores a process kept

@@ -271,6 +271,14 @@ fn one_worker(coordinator_flags: &[&str], worker_flags: &[&str]) -> (Process, Pr
     (coordinator, worker, address)
 }
 
+/// Submits `module` with `args` to `address`, which must fail the job
+/// (exit 1); returns what `farm` said.
+fn failed_job(address: &str, module: &Path, args: &[&str]) -> String {
+    let out = submit(address, module, args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    stderr(&out)
+}
+
 /// The cluster is whole and a built-in job on it is exact.
 fn assert_next_job_exact(address: &str, workers: usize) {
     let status = json(&farm(&["workers", "--coordinator", address, "--json"]));
@@ -378,9 +386,7 @@ fn a_trap_fails_the_job_at_once_naming_the_element() {
         "(f64.convert_i64_s (i64.div_u (i64.const 1) (i64.sub (local.get $x) (i64.const 1007))))",
     );
     let before = cluster.status();
-    let out = submit(&address, &trap, &["--start", "7", "--n", "1e6"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let message = stderr(&out);
+    let message = failed_job(&address, &trap, &["--start", "7", "--n", "1e6"]);
     assert!(
         message.contains("element 1000 (argument 1007) of chunk [0, ")
             && message.contains(") trapped: integer divide by zero"),
@@ -410,9 +416,7 @@ fn an_endless_loop_fails_its_chunk_at_the_time_bound() {
         "(loop $forever (br $forever)) f64.const 0",
     );
     // Small chunks: several in the worker's hands when the first fails.
-    let out = submit(&address, &endless, &["--n", "1e5", "--chunk-size", "4096"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let message = stderr(&out);
+    let message = failed_job(&address, &endless, &["--n", "1e5", "--chunk-size", "4096"]);
     assert!(
         message.contains("failed after 1 attempt(s)")
             && message.contains(") failed: ran past the time bound of 2s per chunk"),
@@ -434,9 +438,7 @@ fn memory_past_the_worker_limit_fails_the_job() {
         "greedy.wat",
         "(f64.convert_i32_s (memory.grow (i32.const 200)))",
     );
-    let out = submit(&address, &greedy, &["--n", "1e4"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let message = stderr(&out);
+    let message = failed_job(&address, &greedy, &["--n", "1e4"]);
     assert!(
         message.contains("over the limit of 8388608 bytes"),
         "{message}"

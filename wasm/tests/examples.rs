@@ -12,6 +12,12 @@ use farm_catalog::summary::summarize_values;
 use farm_catalog::{Function, Reducer, Summary, evaluate};
 use farm_wasm::{Limits, Runner, Runtime};
 
+// The examples' kernels in Rust, shared with the bench.
+#[path = "../../examples/kernels.rs"]
+mod kernels;
+
+use kernels::{collatz_steps, mandelbrot};
+
 fn load(example: &str) -> Runner {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
@@ -97,19 +103,6 @@ fn sqrt_simd_handles_odd_counts() {
     check_against("sqrt_simd.wat", 7, 1, |x| Function::Sqrt.eval(x));
 }
 
-fn collatz_steps(mut x: u64) -> f64 {
-    let mut steps = 0u64;
-    while x > 1 {
-        x = if x.is_multiple_of(2) {
-            x / 2
-        } else {
-            x.wrapping_mul(3).wrapping_add(1)
-        };
-        steps += 1;
-    }
-    steps as f64
-}
-
 #[test]
 fn collatz_counts_steps() {
     assert_eq!(collatz_steps(27), 111.0);
@@ -137,24 +130,6 @@ fn prime_by_trial_division() {
     // There are 1229 primes below 10^4.
     assert_eq!(summary.sum, 1229.0);
     check_against("prime.wat", 1_000_000_000_000 - 1000, 1500, is_prime);
-}
-
-fn mandelbrot(x: u64) -> f64 {
-    let step = 2.5 / 1024.0;
-    let cx = -2.0 + (x & 1023) as f64 * step;
-    let cy = -1.25 + ((x >> 10) & 1023) as f64 * step;
-    let (mut zr, mut zi) = (0.0f64, 0.0f64);
-    let mut n = 0u32;
-    loop {
-        let (zr2, zi2) = (zr * zr, zi * zi);
-        if zr2 + zi2 > 4.0 || n >= 1000 {
-            break;
-        }
-        zi = (zr + zr) * zi + cy;
-        zr = (zr2 - zi2) + cx;
-        n += 1;
-    }
-    n as f64
 }
 
 #[test]
