@@ -117,6 +117,16 @@ pub(crate) enum Work {
     None,
 }
 
+/// Why a worker is being granted a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ahead {
+    /// It asked for one.
+    Demand,
+    /// Ahead of its demand, to cover its round trip; it already holds
+    /// leases on `elements` of this job.
+    Holding { elements: u64 },
+}
+
 impl<V: HeldValues> Job<V> {
     pub fn new(id: JobId, spec: JobSpec, now: Instant) -> Job<V> {
         let mut job = Job {
@@ -146,11 +156,15 @@ impl<V: HeldValues> Job<V> {
 
     /// The next chunk a worker may lease: retries first (the lowest index
     /// holds up the merge), then a newly carved chunk if the window allows.
-    pub fn next_work(&mut self, limits: &WindowLimits, sizing: Sizing, ahead: bool) -> Work {
+    /// Ahead of the worker's demand ([`Ahead::Holding`]) only a new chunk,
+    /// and a shrunken tail chunk only within the worker's share.
+    pub fn next_work(&mut self, limits: &WindowLimits, sizing: Sizing, ahead: Ahead) -> Work {
         if !self.is_running() {
             return Work::None;
         }
-        if !ahead && let Some(index) = self.retry.pop_first() {
+        if ahead == Ahead::Demand
+            && let Some(index) = self.retry.pop_first()
+        {
             return Work::Chunk(index);
         }
         if self.next_offset >= self.spec.n {
@@ -158,15 +172,13 @@ impl<V: HeldValues> Job<V> {
         }
         let remaining = self.spec.n - self.next_offset;
         let stream = self.spec.stream_values;
-        if ahead && !full_size(self.spec.chunk_size, remaining, sizing, stream) {
+        let len = next_chunk_len(self.spec.chunk_size, remaining, sizing, stream);
+        if let Ahead::Holding { elements } = ahead
+            && !full_size(self.spec.chunk_size, remaining, sizing, stream)
+            && !self.within_share(elements.saturating_add(len), sizing.share, remaining)
+        {
             return Work::None;
         }
-        let len = next_chunk_len(
-            self.spec.chunk_size,
-            self.spec.n - self.next_offset,
-            sizing,
-            self.spec.stream_values,
-        );
         let held = self.buffered_bytes + self.inflight_bytes;
         // A chunk larger than the whole window may still run alone.
         let window_full = self.window.len() >= limits.max_chunks
@@ -456,6 +468,23 @@ impl<V: HeldValues> Job<V> {
     }
 
     /// Estimated bytes a chunk's result occupies while buffered.
+    /// Whether a worker holding `elements` of this job (the next chunk
+    /// included) holds no more than `share` of the work left: what is not
+    /// carved yet and what is carved but not computed. Near the end, a
+    /// far worker may take tail chunks ahead of its demand within it: a
+    /// lone worker takes the whole tail in one round trip instead of one
+    /// chunk per round trip, and beside near workers it takes no more
+    /// than it would finish with them.
+    fn within_share(&self, elements: u64, share: f64, uncarved: u64) -> bool {
+        let unfinished: u64 = self
+            .window
+            .iter()
+            .filter(|chunk| !matches!(chunk.state, ChunkState::Done { .. }))
+            .map(|chunk| chunk.len)
+            .sum();
+        elements as f64 <= share * uncarved.saturating_add(unfinished) as f64
+    }
+
     fn result_bytes(&self, len: u64) -> u64 {
         let stats = leaf_count(len) * (8 + DIGEST_LEN as u64);
         let values = if self.spec.stream_values { len * 8 } else { 0 };

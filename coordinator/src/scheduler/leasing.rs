@@ -2,12 +2,14 @@
 //! turn, running jobs are taken in turn for each lease, and grants that
 //! could not be delivered are taken back.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::Instant;
 
-use super::job::Work;
+use super::job::{Ahead, Job, Work};
 use super::policy::Sizing;
-use super::{HeldValues, JobFunction, LeaseToken, Scheduler, WorkerId};
+use super::workers::WorkerEntry;
+use super::{HeldValues, JobFunction, JobId, LeaseToken, Scheduler, WorkerId};
 
 /// A lease as sent to a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,8 +78,9 @@ impl<V: HeldValues> Scheduler<V> {
             while let Some(ahead) = self.wants_more(worker) {
                 let Some(lease) = self.next_lease(worker, sizing, ahead, now) else {
                     if ahead {
-                        // Only tail chunks left: ahead of its demand a far
-                        // worker gets none, and waits for its own pull.
+                        // Only tail chunks beyond its share left: ahead of
+                        // its demand a far worker gets none of those, and
+                        // waits for its own pull.
                         break;
                     }
                     // No job has work now: start with this worker next time.
@@ -145,7 +148,8 @@ impl<V: HeldValues> Scheduler<V> {
     }
 
     /// The next lease for `worker`, taking jobs in turn after the cursor;
-    /// `ahead` of its demand, only a full-size new chunk.
+    /// `ahead` of its demand, only a new chunk, full size or within the
+    /// worker's share of the job's tail ([`Job::next_work`]).
     fn next_lease(
         &mut self,
         worker: WorkerId,
@@ -166,7 +170,13 @@ impl<V: HeldValues> Scheduler<V> {
             let Some(job) = self.jobs.get_mut(&next) else {
                 continue;
             };
-            let Work::Chunk(index) = job.next_work(&window, sizing, ahead) else {
+            let why = if ahead {
+                let elements = held_elements(&self.workers, worker, next, job);
+                Ahead::Holding { elements }
+            } else {
+                Ahead::Demand
+            };
+            let Work::Chunk(index) = job.next_work(&window, sizing, why) else {
                 continue;
             };
             self.job_cursor = next;
@@ -174,4 +184,23 @@ impl<V: HeldValues> Scheduler<V> {
         }
         None
     }
+}
+
+/// The elements of `job` that `worker` holds live leases on.
+fn held_elements<V: HeldValues>(
+    workers: &BTreeMap<WorkerId, WorkerEntry>,
+    worker: WorkerId,
+    id: JobId,
+    job: &Job<V>,
+) -> u64 {
+    let Some(entry) = workers.get(&worker) else {
+        return 0;
+    };
+    entry
+        .leases
+        .iter()
+        .filter(|token| token.job == id)
+        .filter_map(|token| job.chunk(token.chunk))
+        .map(|chunk| chunk.len)
+        .sum()
 }

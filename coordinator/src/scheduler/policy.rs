@@ -25,10 +25,12 @@
 //! holds must cover its round trip (Little's law). A worker whose round
 //! trip is long against its chunk time is granted leases beyond its
 //! demand, up to [`MAX_HELD_AHEAD`]; near workers (round trip well under a
-//! chunk) hold what they ask for, as before. Those extra leases are only
-//! full-size chunks ([`full_size`]): near a job's end, when chunks shrink,
-//! a far worker gets only what it asks for, and the tail stays with
-//! whoever finishes first.
+//! chunk) hold what they ask for, as before. Those extra leases are
+//! full-size chunks ([`full_size`]) or, near a job's end when chunks
+//! shrink, tail chunks only while the worker holds no more than its
+//! share of the work left (`Job::next_work`): a lone far worker gets the
+//! whole tail in one round trip, and beside near workers the rest of the
+//! tail stays with whoever finishes first.
 
 use std::time::Duration;
 
@@ -138,7 +140,7 @@ pub(crate) fn full_chunk_time(pace: Speed, stream_values: bool) -> Duration {
 
 /// Whether the next chunk of a job with `remaining` elements not yet carved
 /// would be full size for this worker (the guided rule does not shrink
-/// it): only then may a worker get it ahead of its demand.
+/// it): a worker may always get such a chunk ahead of its demand.
 pub(crate) fn full_size(
     forced: Option<u64>,
     remaining: u64,

@@ -1,5 +1,6 @@
-//! Far workers: granted enough to cover their round trip, never the tail
-//! ahead of their demand, and backups count the round trip.
+//! Far workers: granted enough to cover their round trip, the tail ahead
+//! of their demand only within their share, and backups count the round
+//! trip.
 
 use super::*;
 
@@ -64,7 +65,7 @@ fn a_far_worker_holds_enough_to_cover_its_round_trip_and_a_near_one_what_it_asks
 }
 
 #[test]
-fn ahead_of_its_demand_a_far_worker_gets_no_tail_chunks() {
+fn ahead_of_its_demand_a_far_worker_gets_no_tail_beyond_its_share() {
     let t0 = Instant::now();
     let mut s = TestScheduler::new(SchedulerConfig::default());
     let far = worker(&mut s, t0);
@@ -96,6 +97,37 @@ fn ahead_of_its_demand_a_far_worker_gets_no_tail_chunks() {
         s.pull(far, 1, t0);
         held.extend(granted_to(&mut s, far).iter().map(|l| l.token));
     }
+    let poll = s.poll_job(job, usize::MAX, t0).unwrap();
+    assert!(finished(&poll).summary.bit_identical(&reference(&job_spec)));
+}
+
+#[test]
+fn a_lone_far_worker_takes_the_tail_ahead_of_its_demand() {
+    let t0 = Instant::now();
+    let mut s = TestScheduler::new(SchedulerConfig::default());
+    let far = worker(&mut s, t0);
+    // The whole cluster, 64 leaves a chunk: full size while 4 chunks or
+    // more are left.
+    let chunk = 64 * LEAF_LEN;
+    let job_spec = spec(16 * chunk, Some(chunk), false);
+    let job = s.submit(job_spec.clone(), t0).unwrap();
+    s.round_trip(far, FAR, t0);
+    let first = granted_to(&mut s, far);
+    assert_eq!(first.len(), 13, "its hold: 13 full-size chunks");
+
+    // Results free places: the chunks left are tail chunks, which it gets
+    // as its results arrive, with no pull: it holds no more than all of
+    // the work left. Waiting for its pulls would cost a round trip each.
+    let mut held: VecDeque<Lease> = first.into();
+    let mut offsets = Vec::new();
+    while let Some(lease) = held.pop_front() {
+        offsets.push(lease.offset);
+        s.complete(far, lease.token, report_at(&lease, 1e9), t0)
+            .unwrap();
+        held.extend(granted_to(&mut s, far));
+    }
+    let every_chunk: Vec<u64> = (0..16).map(|i| i * chunk).collect();
+    assert_eq!(offsets, every_chunk);
     let poll = s.poll_job(job, usize::MAX, t0).unwrap();
     assert!(finished(&poll).summary.bit_identical(&reference(&job_spec)));
 }
