@@ -13,8 +13,7 @@ use crate::config::RequestLimits;
 use crate::scheduler::policy::{MAX_FORCED_CHUNK, MAX_FORCED_STREAM_CHUNK};
 use crate::scheduler::{JobFunction, JobSpec, WorkerInfo};
 
-/// The most compute threads a worker may claim.
-pub const MAX_WORKER_THREADS: u32 = 4096;
+pub use farm_proto::MAX_WORKER_THREADS;
 
 /// The longest worker name kept.
 pub const MAX_WORKER_NAME: usize = 256;
