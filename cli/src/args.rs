@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use farm_catalog::Function;
-use farm_coordinator::validate::MAX_WORKER_THREADS;
+use farm_proto::MAX_WORKER_THREADS;
 
 use crate::number::{NumberError, parse_count};
 use crate::output::{Destination, Format, OutputError, OutputSpec};

@@ -155,7 +155,7 @@ where
 
 /// Every core, up to the most a worker may claim.
 fn all_cores() -> usize {
-    let max = usize::try_from(farm_coordinator::validate::MAX_WORKER_THREADS).unwrap_or(1);
+    let max = usize::try_from(farm_proto::MAX_WORKER_THREADS).unwrap_or(1);
     std::thread::available_parallelism().map_or(1, |n| n.get().min(max))
 }
 

@@ -5,11 +5,19 @@
 use std::io::{self, Write};
 
 use farm_catalog::Summary;
+use farm_net::display::{LONG, shown_up_to};
 use farm_proto::v1;
 use farm_proto::v1::get_job_status_response::State;
 use serde_json::json;
 
 use crate::submit::{Finished, Mode};
+
+/// Text the coordinator sent (a worker's name, a function's name, why a
+/// job failed), as a line of plain output may show it: escaped and
+/// bounded. JSON output keeps it as sent: serde escapes what JSON must.
+fn remote(text: &str) -> String {
+    shown_up_to(text, LONG).to_string()
+}
 
 /// Shortest text that parses back to the same f64.
 fn float(x: f64) -> String {
@@ -249,7 +257,7 @@ pub fn print_cluster(
             out,
             "{:<6}{:<28}{:>8}{:>8}{:>10}{:>16}{:>14}{:>10}  {state}",
             format!("w{}", w.worker_id),
-            w.name,
+            remote(&w.name),
             w.threads,
             w.leases_held,
             w.chunks_completed,
@@ -327,7 +335,7 @@ pub fn print_job_status(
     let mut lines = vec![
         ("job", job.job_id.to_string()),
         ("state", state.to_owned()),
-        ("function", job.function.clone()),
+        ("function", remote(&job.function)),
         (
             "range",
             format!(
@@ -358,7 +366,60 @@ pub fn print_job_status(
         ("elapsed", format!("{:.3} s", job.elapsed_ms as f64 / 1e3)),
     ];
     if !job.error.is_empty() {
-        lines.push(("error", job.error.clone()));
+        lines.push(("error", remote(&job.error)));
     }
     print_lines(out, &lines)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn printed(print: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        print(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// What a rogue worker (or coordinator) sent never reaches the
+    /// terminal raw: no escape sequence, no extra line.
+    #[test]
+    fn text_from_the_coordinator_is_printed_escaped() {
+        let status = v1::GetClusterStatusResponse {
+            workers: vec![v1::WorkerStatus {
+                worker_id: 1,
+                name: "w\u{1b}[2J\nfarm: forged".to_owned(),
+                threads: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = printed(|out| print_cluster(out, &status, false));
+        let row = text.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with("w1    w\\u{1b}[2J\\u{a}farm: forged"),
+            "{row}"
+        );
+        assert!(!text.contains(['\u{1b}']), "{text}");
+
+        let job = v1::GetJobStatusResponse {
+            job_id: 7,
+            state: State::Failed.into(),
+            error: format!("chunk 3 failed: {}\r\nfarm: ok", "e".repeat(3000)),
+            function: "f\u{9b}31m".to_owned(),
+            ..Default::default()
+        };
+        let text = printed(|out| print_job_status(out, &job, false));
+        assert!(text.contains("function  f\\u{9b}31m\n"), "{text}");
+        let error = text.lines().find(|l| l.starts_with("error")).unwrap();
+        assert_eq!(
+            error,
+            format!(
+                "error     chunk 3 failed: {}… (3026 bytes)",
+                "e".repeat(LONG - "chunk 3 failed: ".len())
+            )
+        );
+        assert_eq!(text.lines().count(), 9, "{text}");
+    }
 }

@@ -4,7 +4,7 @@
 
 use farm_catalog::Function;
 use farm_catalog::grid::round_to_leaves;
-use farm_net::display::{shown, shown_up_to};
+use farm_net::display::{LONG, shown, shown_up_to};
 use farm_proto::PROTOCOL_VERSION;
 use farm_proto::error::{ErrorKind, ServiceError};
 use farm_proto::v1;
@@ -13,8 +13,7 @@ use crate::config::RequestLimits;
 use crate::scheduler::policy::{MAX_FORCED_CHUNK, MAX_FORCED_STREAM_CHUNK};
 use crate::scheduler::{JobFunction, JobSpec, WorkerInfo};
 
-/// The most compute threads a worker may claim.
-pub const MAX_WORKER_THREADS: u32 = 4096;
+pub use farm_proto::MAX_WORKER_THREADS;
 
 /// The longest worker name kept.
 pub const MAX_WORKER_NAME: usize = 256;
@@ -51,7 +50,9 @@ pub enum InvalidRequest {
         max: u64,
         what: &'static str,
     },
-    #[error("WebAssembly module refused: {0}")]
+    /// Why names what the module holds (its imports, its exports), which
+    /// may be anything: escaped and cut short.
+    #[error("WebAssembly module refused: {}", shown_up_to(&.0.to_string(), LONG))]
     Module(#[from] farm_wasm::Refused),
     #[error("worker threads = {threads} must be between 1 and {MAX_WORKER_THREADS}")]
     WorkerThreads { threads: u32 },

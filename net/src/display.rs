@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use tonic::Status;
+
 /// How many characters of a name or value are shown.
 pub const SHORT: usize = 100;
 
@@ -20,6 +22,14 @@ pub fn shown(text: &str) -> Shown<'_> {
 /// `text` as it may be shown: the first `max_chars` characters, escaped.
 pub fn shown_up_to(text: &str, max_chars: usize) -> Shown<'_> {
     Shown { text, max_chars }
+}
+
+/// A status another process sent, as it may be shown: its message and the
+/// causes behind it ([`farm_proto::error::describe`]), the first [`LONG`]
+/// characters, escaped. The one way a status's text reaches a terminal or
+/// a log line.
+pub fn status_text(status: &Status) -> String {
+    shown_up_to(&farm_proto::error::describe(status), LONG).to_string()
 }
 
 /// Text shown safely: see [`shown`].
@@ -84,5 +94,19 @@ mod tests {
         let exact = "y".repeat(SHORT);
         assert_eq!(shown(&exact).to_string(), exact);
         assert_eq!(shown_up_to("ééé", 2).to_string(), "éé… (6 bytes)");
+    }
+
+    #[test]
+    fn a_status_is_shown_escaped_and_bounded() {
+        let forged = Status::unavailable("gone\n2026-12-08T01:00:00Z ERROR forged\u{1b}[2J");
+        assert_eq!(
+            status_text(&forged),
+            "gone\\u{a}2026-12-08T01:00:00Z ERROR forged\\u{1b}[2J"
+        );
+        let huge = Status::internal("z".repeat(50_000));
+        assert_eq!(
+            status_text(&huge),
+            format!("{}… (50000 bytes)", "z".repeat(LONG))
+        );
     }
 }

@@ -62,7 +62,7 @@ pub fn not_a_coordinator_by_status(status: &Status) -> Option<NotACoordinator> {
         _ => false,
     };
     not_farm.then(|| NotACoordinator::NotFarm {
-        detail: farm_proto::error::describe(status),
+        detail: crate::display::status_text(status),
     })
 }
 

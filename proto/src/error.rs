@@ -64,9 +64,33 @@ pub trait ServiceError: std::error::Error {
     fn kind(&self) -> ErrorKind;
 }
 
-/// The status a server sends for `err`: its kind's code and its message.
+/// The longest status message a server sends, in bytes. A message travels
+/// in an HTTP/2 header (`grpc-message`, percent-encoded), and a peer that
+/// receives a header list past its limit (16 KiB for hyper) closes the
+/// whole connection: a message that echoes what a caller sent is cut
+/// here, whatever the error.
+pub const MAX_STATUS_MESSAGE: usize = 4096;
+
+/// The status a server sends for `err`: its kind's code and its message,
+/// at most [`MAX_STATUS_MESSAGE`] bytes of it.
 pub fn to_status(err: &dyn ServiceError) -> Status {
-    Status::new(err.kind().code(), err.to_string())
+    Status::new(err.kind().code(), bounded(err.to_string()))
+}
+
+/// `message` cut to [`MAX_STATUS_MESSAGE`] bytes (at a character's
+/// boundary), with its full size given.
+fn bounded(mut message: String) -> String {
+    let total = message.len();
+    if total <= MAX_STATUS_MESSAGE {
+        return message;
+    }
+    let mut cut = MAX_STATUS_MESSAGE;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message.push_str(&format!("… ({total} bytes)"));
+    message
 }
 
 /// A status's message followed by the causes tonic keeps behind it (where
@@ -88,6 +112,32 @@ pub fn describe(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Echo(String);
+
+    impl ServiceError for Echo {
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::InvalidArgument
+        }
+    }
+
+    #[test]
+    fn a_status_message_is_bounded_whatever_the_error_echoes() {
+        let status = to_status(&Echo("short".to_owned()));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "short");
+        let status = to_status(&Echo("x".repeat(100_000)));
+        assert_eq!(
+            status.message(),
+            format!("{}… (100000 bytes)", "x".repeat(MAX_STATUS_MESSAGE))
+        );
+        // Cut at a character's boundary: 'é' is two bytes.
+        let status = to_status(&Echo(format!("a{}", "é".repeat(MAX_STATUS_MESSAGE))));
+        let kept = status.message().split('…').next().unwrap_or_default();
+        assert_eq!(kept, format!("a{}", "é".repeat(MAX_STATUS_MESSAGE / 2 - 1)));
+    }
 
     #[test]
     fn every_kind_survives_the_wire() {

@@ -19,6 +19,11 @@ pub mod v1 {
 /// not wire-compatible; peers refuse a mismatch with a clear message.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The most compute threads a worker may claim in its hello: the
+/// coordinator refuses more, so the worker and the CLI refuse more
+/// already when they parse their flags.
+pub const MAX_WORKER_THREADS: u32 = 4096;
+
 /// The largest gRPC message either side accepts: one chunk of streamed
 /// values plus its statistics, with room to spare.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;

@@ -2,7 +2,9 @@
 //! refuses with exit code 2 and a message naming the flag and the value.
 
 use farm_catalog::Function;
-use farm_tests::process::{farm, farm_with_env, json};
+use std::process::Command;
+
+use farm_tests::process::{PROCESS_TIMEOUT, binary, farm, farm_with_env, json, run_bounded};
 use farm_tests::reference;
 
 fn stderr(out: &std::process::Output) -> String {
@@ -215,6 +217,18 @@ fn threads_past_what_a_worker_may_claim_are_refused() {
     );
     let out = farm(&["submit", "sqrt", "--n", "10", "--threads", "3", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The worker too, before it starts 5000 threads (a minute on a small
+    // machine) only to be refused by the coordinator.
+    let mut worker = Command::new(binary("farm-worker"));
+    worker.args(["--connect", "127.0.0.1:9", "--threads", "5000"]);
+    let out = run_bounded(worker, PROCESS_TIMEOUT).expect("start farm-worker");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("invalid value '5000' for '--threads <THREADS>': 5000 is not in 1..=4096"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -339,8 +353,8 @@ fn values_on_stdout_keep_the_summary_on_stderr() {
 fn a_reader_that_stops_early_is_not_an_error() {
     // `farm submit ... --output - | head -1`: the pipe closes mid-job.
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(farm_tests::process::binary("farm"))
+    use std::process::Stdio;
+    let mut child = Command::new(binary("farm"))
         .args(["submit", "sqrt", "--n", "1e7", "--output", "-"])
         .env_remove("FARM_COORDINATOR")
         .stdout(Stdio::piped())

@@ -501,3 +501,64 @@ async fn an_oversized_function_name_is_refused_with_a_short_echo() {
         )
     );
 }
+
+/// A WebAssembly module (bytes as sent) whose one import is a function
+/// `m::<name>` of type `() -> ()`.
+fn module_importing(name: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len(), out);
+        out.extend_from_slice(body);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    // One type: a function of no parameters and no results.
+    section(1, &[1, 0x60, 0, 0], &mut module);
+    let mut imports = vec![1, 1, b'm'];
+    leb(name.len(), &mut imports);
+    imports.extend_from_slice(name);
+    imports.extend_from_slice(&[0x00, 0]);
+    section(2, &imports, &mut module);
+    module
+}
+
+/// A module refused for what it names (its imports) is refused as
+/// invalid, its names escaped and cut short: a client's 100 KB name is
+/// not echoed whole (wasmparser takes names up to 100,000 bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_modules_names_are_echoed_short_and_escaped() {
+    let cluster = TestCluster::builder().workers(0).start().await;
+    let name = format!("\n\u{1b}[2J{}", "i".repeat(90_000));
+    let request = v1::SubmitJobRequest {
+        wasm_module: module_importing(name.as_bytes()).into(),
+        protocol_version: PROTOCOL_VERSION,
+        function: "f.wasm".into(),
+        start: 0,
+        n: 10,
+        chunk_size: 0,
+        stream_values: false,
+        values_connection: false,
+    };
+    let status = JobServiceClient::new(cluster.channel())
+        .submit_job(request)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let message = status.message();
+    assert!(
+        message.starts_with("WebAssembly module refused: module imports m::\\u{a}\\u{1b}[2Jiii"),
+        "{message}"
+    );
+    assert!(message.ends_with(" bytes)"), "{message}");
+    assert!(message.len() < 3000, "{} bytes", message.len());
+}

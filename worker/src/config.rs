@@ -35,7 +35,7 @@ impl WorkerConfig {
     pub fn new(coordinator: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
             name: default_name(),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: all_cores(),
             prefetch: 2,
             drain_grace: Duration::from_secs(30),
             coordinator: coordinator.into(),
@@ -64,6 +64,13 @@ pub enum ConfigError {
     Zero { name: &'static str },
     #[error("WebAssembly limits: {0}")]
     WasmLimits(#[from] farm_wasm::LimitsError),
+}
+
+/// Every core, up to the most a worker may claim (past it, the coordinator
+/// would refuse the worker).
+fn all_cores() -> usize {
+    let max = usize::try_from(farm_proto::MAX_WORKER_THREADS).unwrap_or(usize::MAX);
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(max))
 }
 
 /// Unique enough to tell workers apart; `farm-worker` passes the host name.

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use farm_net::display::{LONG, shown_up_to, status_text};
 use farm_net::peer;
 use farm_net::transport::Connection;
 use farm_net::wire::{self, FrameBody, FrameSender, MessageReader};
-use farm_proto::error::describe;
 use farm_proto::method;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
@@ -104,9 +104,9 @@ fn classify(status: &Status, coordinator: &str) -> SessionError {
     }
     match status.code() {
         Code::FailedPrecondition | Code::InvalidArgument => {
-            SessionError::Refused(status.message().to_owned())
+            SessionError::Refused(shown_up_to(status.message(), LONG).to_string())
         }
-        _ => SessionError::Unreachable(describe(status)),
+        _ => SessionError::Unreachable(status_text(status)),
     }
 }
 
@@ -137,6 +137,23 @@ mod tests {
             reason.starts_with("c:1 is not a farm coordinator"),
             "{reason}"
         );
+    }
+
+    /// What the coordinator says reaches the worker's log escaped: no
+    /// forged line, no escape sequence.
+    #[test]
+    fn what_the_coordinator_says_is_escaped() {
+        let status = Status::invalid_argument("no\n2026-12-08T01:00:00Z INFO forged\u{1b}[2J");
+        assert_eq!(
+            classify(&status, "c:1"),
+            SessionError::Refused("no\\u{a}2026-12-08T01:00:00Z INFO forged\\u{1b}[2J".to_owned())
+        );
+        let status = Status::unavailable(format!("gone\r{}", "x".repeat(5000)));
+        let SessionError::Unreachable(reason) = classify(&status, "c:1") else {
+            panic!("unavailable is worth retrying");
+        };
+        assert!(reason.starts_with("gone\\u{d}xxx"), "{reason}");
+        assert!(reason.ends_with("… (5005 bytes)"), "{reason}");
     }
 
     #[test]

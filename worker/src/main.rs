@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{CommandFactory, Parser};
+use farm_proto::MAX_WORKER_THREADS;
 use farm_setup::LogFormat;
 use farm_worker::WorkerConfig;
 use farm_worker::faults::{self, Faults};
@@ -20,8 +22,8 @@ struct Args {
     /// The coordinator, as HOST:PORT.
     #[arg(long, env = "FARM_COORDINATOR", value_name = "HOST:PORT")]
     connect: String,
-    /// Compute threads [default: all cores].
-    #[arg(long)]
+    /// Compute threads [default: all cores, at most 4096].
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=u64::from(MAX_WORKER_THREADS)))]
     threads: Option<usize>,
     /// Name shown by the coordinator [default: host name and process id].
     #[arg(long, env = "FARM_WORKER_NAME")]

@@ -8,9 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use farm_net::display::status_text;
 use farm_net::transport::Connection;
 use farm_net::wire::{Encoded, FrameSender, MessageReader};
-use farm_proto::error::describe;
 use farm_proto::v1;
 use farm_proto::v1::coordinator_message::Kind as Incoming;
 use farm_proto::v1::worker_message::Kind as Outgoing;
@@ -163,7 +163,7 @@ impl Session<'_> {
                 message = inbound.message::<v1::CoordinatorMessage>() => match message {
                     Ok(Some(message)) => self.receive(message).await,
                     Ok(None) => return SessionEnd::Lost("the coordinator closed the session".to_owned()),
-                    Err(status) => return SessionEnd::Lost(describe(&status)),
+                    Err(status) => return SessionEnd::Lost(status_text(&status)),
                 },
                 answers = async {
                     match self.computing.as_mut() {

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use farm_net::display::{LONG, Shown, shown_up_to};
+use farm_net::display::{LONG, Shown, shown_up_to, status_text};
 use farm_net::peer::{self, NotACoordinator};
 use farm_proto::convert::BadDigest;
-use farm_proto::error::{ErrorKind, describe};
+use farm_proto::error::ErrorKind;
 use tonic::Status;
 
 /// A status's message as it may be shown: the coordinator's messages
@@ -16,11 +16,6 @@ use tonic::Status;
 /// are escaped and the length bounded.
 fn message(status: &Status) -> Shown<'_> {
     shown_up_to(status.message(), LONG)
-}
-
-/// [`describe`], shown the same way.
-fn described(status: &Status) -> String {
-    shown_up_to(&describe(status), LONG).to_string()
 }
 
 /// Why a job did not finish, or a call was not answered.
@@ -88,7 +83,7 @@ pub enum Unreachable {
     #[error("no answer within {} s", .0.as_secs())]
     NoAnswer(Duration),
     /// Refused, reset, or unavailable, as the status says.
-    #[error("{}", described(.0))]
+    #[error("{}", status_text(.0))]
     Failed(#[source] Status),
 }
 
@@ -102,7 +97,7 @@ impl Unreachable {
 /// Why a coordinator that accepted the job was lost.
 #[derive(Debug, thiserror::Error)]
 pub enum Lost {
-    #[error("the connection broke ({}); job {job} is lost: submit it again", described(.status))]
+    #[error("the connection broke ({}); job {job} is lost: submit it again", status_text(.status))]
     ConnectionBroke {
         job: u64,
         #[source]
@@ -114,7 +109,7 @@ pub enum Lost {
     StreamEnded,
     /// Unavailable or cancelled, as the status says (e.g. the coordinator
     /// is shutting down).
-    #[error("{}", described(.0))]
+    #[error("{}", status_text(.0))]
     Failed(#[source] Status),
 }
 
@@ -122,7 +117,7 @@ pub enum Lost {
 #[derive(Debug, thiserror::Error)]
 pub enum Unexpected {
     /// An internal error, as the status says.
-    #[error("{}", described(.0))]
+    #[error("{}", status_text(.0))]
     Status(#[source] Status),
     #[error("a value connection that was not asked for, or a malformed token")]
     ValueConnection,

@@ -24,6 +24,13 @@ pub enum OutputError {
     /// `--no-clobber` and the output file exists.
     #[error("{} exists, and --no-clobber keeps it: remove it or name another file", path.display())]
     Exists { path: PathBuf },
+    /// `<path>.partial`, where farm writes, is something farm did not
+    /// make (not a regular file).
+    #[error(
+        "{} exists and is not a regular file, so farm will not write its output there: remove it",
+        path.display()
+    )]
+    PartialTaken { path: PathBuf },
     #[error("{} is a directory, not a file", path.display())]
     Directory { path: PathBuf },
     #[error("cannot create {}: {error}", path.display())]

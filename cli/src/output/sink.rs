@@ -6,7 +6,7 @@
 //! is not a regular file (a device, a FIFO) is written in place ([`place`]).
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -42,11 +42,8 @@ pub fn create(spec: &OutputSpec, n: u64) -> Result<Sink, OutputError> {
         Destination::Stdout => (stdout_target(), None, None),
         Destination::File(path) => match place::resolve(path, spec.no_clobber)? {
             Place::Replace { path } => {
-                let partial = PartialFile::new(&path, spec.no_clobber);
-                let file = File::create(&partial.partial).map_err(|error| OutputError::Create {
-                    path: partial.partial.clone(),
-                    error,
-                })?;
+                let mut partial = PartialFile::new(&path, spec.no_clobber);
+                let file = partial.create()?;
                 let writeback = spec.fsync.then(Writeback::new);
                 (Target::File(file, writeback), Some(path), Some(partial))
             }

@@ -41,6 +41,7 @@ impl Sink {
         #[cfg(target_os = "linux")]
         if let (Some(from), super::Target::File(file, writeback)) =
             (source.splice_fd(), self.out.get_mut())
+            && splice::takes_splices(std::os::fd::AsRawFd::as_raw_fd(file))
         {
             use std::os::fd::AsRawFd;
             let to = file.as_raw_fd();
@@ -197,10 +198,22 @@ mod splice {
     }
 
     fn is_pipe(fd: RawFd) -> bool {
+        file_type(fd) == Some(libc::S_IFIFO)
+    }
+
+    /// Whether the kernel splices into `fd`: a regular file or a pipe
+    /// (a FIFO is one). Not every device does (a terminal refuses with
+    /// `EINVAL`), so a device is written by reading.
+    pub(super) fn takes_splices(fd: RawFd) -> bool {
+        matches!(file_type(fd), Some(libc::S_IFREG | libc::S_IFIFO))
+    }
+
+    /// `fd`'s file type (`S_IFREG`, `S_IFIFO`, ...), if `fstat` can tell.
+    fn file_type(fd: RawFd) -> Option<libc::mode_t> {
         // SAFETY: fstat writes only into the stat buffer we pass.
         unsafe {
             let mut stat: libc::stat = std::mem::zeroed();
-            libc::fstat(fd, &raw mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFIFO
+            (libc::fstat(fd, &raw mut stat) == 0).then_some(stat.st_mode & libc::S_IFMT)
         }
     }
 }
@@ -291,6 +304,30 @@ mod tests {
                 "{format:?}: a short output was renamed into place"
             );
         }
+    }
+
+    /// /dev/full refuses `splice` ("invalid argument"), as devices whose
+    /// driver cannot take one do: a device is written by reading, so the
+    /// error is the device's own.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_device_gets_its_values_written_and_its_own_error() {
+        let full = Path::new("/dev/full");
+        let mut sink = create(&spec(full, Format::Bin), 300_000).unwrap();
+        let error = sink
+            .copy_from(&mut socket_sending(values_le(300_000)))
+            .unwrap_err();
+        let OutputError::Write { path, error } = error else {
+            panic!("{error}");
+        };
+        assert_eq!(path, full);
+        assert_eq!(error.kind(), std::io::ErrorKind::StorageFull, "{error}");
+
+        let mut sink = create(&spec(Path::new("/dev/null"), Format::Bin), 300_000).unwrap();
+        sink.copy_from(&mut socket_sending(values_le(300_000)))
+            .unwrap();
+        assert_eq!(sink.written(), 300_000);
+        sink.finish().unwrap();
     }
 
     #[test]
