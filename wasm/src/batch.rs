@@ -29,6 +29,10 @@ pub const APPENDED_FILL: &str = "farm:fill";
 /// The module's memory 0, exported for the output.
 pub const APPENDED_MEMORY: &str = "farm:memory";
 
+/// The one NaN farm's loop stores: positive, quiet, no payload (what
+/// Cranelift's canonicalisation gives too).
+pub const CANONICAL_NAN: f64 = f64::from_bits(0x7ff8_0000_0000_0000);
+
 // Section ids, in the order the binary format requires them.
 const TYPE: u8 = 1;
 const FUNCTION: u8 = 3;
@@ -127,15 +131,15 @@ struct Counts {
     memories: u32,
 }
 
-/// `farm:fill`: params first (0), count (1), out (2).
+/// `farm:fill`: params first (0), count (1), out (2); local value (3).
 fn fill_body(f_index: u32) -> Function {
-    let (first, count, out) = (0, 1, 2);
+    let (first, count, out, value) = (0, 1, 2, 3);
     let store = MemArg {
         offset: 0,
         align: 3,
         memory_index: 0,
     };
-    let mut body = Function::new([]);
+    let mut body = Function::new([(1, ValType::F64)]);
     for instruction in [
         Instruction::Block(wasm_encoder::BlockType::Empty),
         Instruction::Loop(wasm_encoder::BlockType::Empty),
@@ -145,6 +149,16 @@ fn fill_body(f_index: u32) -> Function {
         Instruction::LocalGet(out),
         Instruction::LocalGet(first),
         Instruction::Call(f_index),
+        // A NaN is stored as the canonical NaN, whatever its bits: a
+        // module compiled without canonicalisation may return any NaN
+        // (see `crate::nan`). `select` keeps the value when it equals
+        // itself, i.e. is not a NaN.
+        Instruction::LocalTee(value),
+        Instruction::F64Const(CANONICAL_NAN.into()),
+        Instruction::LocalGet(value),
+        Instruction::LocalGet(value),
+        Instruction::F64Eq,
+        Instruction::Select,
         Instruction::F64Store(store),
         Instruction::LocalGet(first),
         Instruction::I64Const(1),

@@ -14,10 +14,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::batch;
 use crate::engine::Engine;
 use crate::module::{Batch, Checked, ContentHash, FILL_EXPORT, MEMORY_EXPORT};
+use crate::nan::NanBits;
 
 /// A module compiled for this machine, ready to instantiate.
 pub struct Compiled {
     pub hash: ContentHash,
+    /// Which engine compiled it, and so must run it.
+    pub nan_bits: NanBits,
     pub(crate) module: wasmtime::Module,
     /// The export farm calls per batch, and the memory it writes into.
     pub(crate) fill_export: &'static str,
@@ -32,6 +35,10 @@ impl std::fmt::Debug for Compiled {
             .finish_non_exhaustive()
     }
 }
+
+/// Which appended loop ([`batch`]) a file on disk holds: changed with
+/// the loop, so that a file of an older loop is compiled again.
+const LOOP_REVISION: &str = "loop2";
 
 /// A checked module Cranelift did not compile (a feature this build of
 /// the engine lacks, say).
@@ -86,11 +93,11 @@ impl Cache {
         }
         // Compiled outside the lock: another thread may compile the same
         // module at the same time, which only costs time.
-        let module = match self.load_from_disk(&checked.hash) {
+        let module = match self.load_from_disk(checked) {
             Some(module) => module,
             None => {
                 let module = compile(&self.engine, checked)?;
-                self.store_on_disk(&checked.hash, &module);
+                self.store_on_disk(checked, &module);
                 module
             }
         };
@@ -100,6 +107,7 @@ impl Cache {
         };
         let compiled = Arc::new(Compiled {
             hash: checked.hash,
+            nan_bits: checked.nan_bits,
             module,
             fill_export,
             memory_export,
@@ -129,19 +137,23 @@ impl Cache {
         }
     }
 
-    fn path(&self, hash: &ContentHash) -> Option<PathBuf> {
+    fn path(&self, checked: &Checked) -> Option<PathBuf> {
         // The rewrite is farm-wasm's: a new version may append a different
-        // loop, so its files are its own.
+        // loop, so its files are its own; and each engine reads only what
+        // it compiled.
         let version = env!("CARGO_PKG_VERSION");
-        Some(
-            self.dir
-                .as_ref()?
-                .join(format!("{hash}-farm-wasm-{version}.cwasm")),
-        )
+        let engine = match checked.nan_bits {
+            NanBits::Observed => "canonical-nans",
+            NanBits::Unobserved => "plain",
+        };
+        let hash = checked.hash;
+        Some(self.dir.as_ref()?.join(format!(
+            "{hash}-farm-wasm-{version}-{LOOP_REVISION}-{engine}.cwasm"
+        )))
     }
 
-    fn load_from_disk(&self, hash: &ContentHash) -> Option<wasmtime::Module> {
-        let path = self.path(hash)?;
+    fn load_from_disk(&self, checked: &Checked) -> Option<wasmtime::Module> {
+        let path = self.path(checked)?;
         if !path.is_file() {
             return None;
         }
@@ -149,13 +161,14 @@ impl Cache {
         // its files were written by `store_on_disk` from modules this
         // process's wasmtime compiled; wasmtime refuses files made by
         // another version or configuration, and then we compile again.
-        unsafe { wasmtime::Module::deserialize_file(self.engine.wasmtime(), &path) }.ok()
+        let engine = self.engine.wasmtime(checked.nan_bits);
+        unsafe { wasmtime::Module::deserialize_file(engine, &path) }.ok()
     }
 
     /// Best effort: a cache that cannot be written only costs compiling
     /// again next time.
-    fn store_on_disk(&self, hash: &ContentHash, module: &wasmtime::Module) {
-        let Some(path) = self.path(hash) else {
+    fn store_on_disk(&self, checked: &Checked, module: &wasmtime::Module) {
+        let Some(path) = self.path(checked) else {
             return;
         };
         if let Ok(bytes) = module.serialize() {
@@ -175,7 +188,8 @@ fn compile(engine: &Engine, checked: &Checked) -> Result<wasmtime::Module, Compi
             batch::append_fill(&checked.binary, f_index).map_err(|e| failed(e.to_string()))?
         }
     };
-    wasmtime::Module::from_binary(engine.wasmtime(), &binary).map_err(|e| failed(e.to_string()))
+    wasmtime::Module::from_binary(engine.wasmtime(checked.nan_bits), &binary)
+        .map_err(|e| failed(e.to_string()))
 }
 
 /// Writes `bytes` to `path` so a reader sees the old file or the whole new

@@ -2,26 +2,36 @@
 //! that bounds how long they run.
 //!
 //! - Cranelift, optimising for speed: compiled code, not an interpreter.
-//! - Deterministic: NaN results are canonicalised (the bits of a NaN are
-//!   otherwise free to differ between CPUs), no threads, no relaxed SIMD;
-//!   SIMD128 is on, its results are exact.
+//! - Deterministic: no threads, no relaxed SIMD; SIMD128 is on, its
+//!   results are exact. A NaN's bits are free to differ between CPUs, so
+//!   there are two engines: one canonicalises the NaN of every float
+//!   operation, for modules that can observe a NaN's bits; the other does
+//!   not, for modules that cannot (their NaNs are canonicalised where they
+//!   leave `f`; see [`crate::nan`]).
+//! - Inlining within a module: Cranelift may inline `f` into the appended
+//!   loop, so a call per element costs nothing.
 //! - Bounded in time by epoch interruption: a ticker thread advances the
-//!   engine's epoch every [`TICK`], and each call into a module is given a
-//!   deadline in ticks. The check costs a load and a compare at loop heads,
-//!   far less than fuel.
+//!   engines' epoch every [`TICK`], and each call into a module is given a
+//!   deadline in ticks. The check costs a load and a compare at function
+//!   entries and loop heads, far less than fuel.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Config, EngineWeak, OptLevel, Strategy};
+use wasmtime::{Config, EngineWeak, Inlining, OptLevel, Strategy};
+
+use crate::nan::NanBits;
 
 /// How often the epoch advances: the resolution of the time bound.
 pub const TICK: Duration = Duration::from_millis(5);
 
-/// An engine configured for farm, with its epoch ticker.
+/// The engines configured for farm, with their epoch ticker.
 #[derive(Clone)]
 pub struct Engine {
-    inner: wasmtime::Engine,
+    /// For modules that can observe a NaN's bits.
+    canonicalising: wasmtime::Engine,
+    /// For modules that cannot.
+    plain: wasmtime::Engine,
 }
 
 impl std::fmt::Debug for Engine {
@@ -39,34 +49,47 @@ pub struct EngineError {
 
 impl Engine {
     pub fn new() -> Result<Engine, EngineError> {
-        let mut config = Config::new();
-        config
-            .strategy(Strategy::Cranelift)
-            .cranelift_opt_level(OptLevel::Speed)
-            .cranelift_nan_canonicalization(true)
-            .wasm_simd(true)
-            .wasm_relaxed_simd(false)
-            .wasm_memory64(false)
-            .epoch_interruption(true);
-        // Threads (shared memories, atomics) are not even compiled in: the
-        // crate leaves wasmtime's `threads` feature off.
-        let inner = wasmtime::Engine::new(&config).map_err(|error| EngineError {
-            reason: error.to_string(),
-        })?;
-        spawn_ticker(inner.weak()).map_err(|error| EngineError {
+        let canonicalising = wasmtime_engine(true)?;
+        let plain = wasmtime_engine(false)?;
+        spawn_ticker([canonicalising.weak(), plain.weak()]).map_err(|error| EngineError {
             reason: format!("cannot start the epoch ticker: {error}"),
         })?;
-        Ok(Engine { inner })
+        Ok(Engine {
+            canonicalising,
+            plain,
+        })
     }
 
-    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
-        &self.inner
+    /// The engine that runs a module deterministically.
+    pub(crate) fn wasmtime(&self, nan_bits: NanBits) -> &wasmtime::Engine {
+        match nan_bits {
+            NanBits::Observed => &self.canonicalising,
+            NanBits::Unobserved => &self.plain,
+        }
     }
 }
 
-/// Advances the epoch once per [`TICK`] of wall time until the engine is
-/// dropped.
-fn spawn_ticker(engine: EngineWeak) -> std::io::Result<()> {
+fn wasmtime_engine(canonicalise_nans: bool) -> Result<wasmtime::Engine, EngineError> {
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Cranelift)
+        .cranelift_opt_level(OptLevel::Speed)
+        .cranelift_nan_canonicalization(canonicalise_nans)
+        .compiler_inlining(Inlining::Yes)
+        .wasm_simd(true)
+        .wasm_relaxed_simd(false)
+        .wasm_memory64(false)
+        .epoch_interruption(true);
+    // Threads (shared memories, atomics) are not even compiled in: the
+    // crate leaves wasmtime's `threads` feature off.
+    wasmtime::Engine::new(&config).map_err(|error| EngineError {
+        reason: error.to_string(),
+    })
+}
+
+/// Advances the engines' epoch once per [`TICK`] of wall time until they
+/// are dropped.
+fn spawn_ticker(engines: [EngineWeak; 2]) -> std::io::Result<()> {
     thread::Builder::new()
         .name("farm-wasm-epoch".to_owned())
         .spawn(move || {
@@ -74,7 +97,11 @@ fn spawn_ticker(engine: EngineWeak) -> std::io::Result<()> {
             let mut ticks = 0u128;
             loop {
                 thread::sleep(TICK);
-                let Some(engine) = engine.upgrade() else {
+                let Some(engines) = engines
+                    .iter()
+                    .map(EngineWeak::upgrade)
+                    .collect::<Option<Vec<_>>>()
+                else {
                     return;
                 };
                 // A sleep overruns on a busy machine (measured: a 60 s
@@ -82,7 +109,9 @@ fn spawn_ticker(engine: EngineWeak) -> std::io::Result<()> {
                 // so that a deadline in ticks stays one in time.
                 let due = started.elapsed().as_nanos() / TICK.as_nanos();
                 while ticks < due {
-                    engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                     ticks += 1;
                 }
             }

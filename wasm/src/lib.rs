@@ -11,6 +11,8 @@
 //! - [`module`]: checking a submitted module (size, validity, no imports,
 //!   the contract) and its [`ContentHash`]; no engine needed.
 //! - [`batch`]: appending the batch loop to a module that has only `f`.
+//! - [`nan`]: whether a module can see a NaN's bits, which decides how
+//!   much NaN canonicalisation keeps it deterministic.
 //! - [`engine`]: wasmtime configured for determinism, and its epoch clock.
 //! - [`cache`]: compiled modules by content hash, in memory and on disk.
 //! - [`run`]: instances per thread, time and memory bounds, traps named
@@ -32,11 +34,13 @@ pub mod cache;
 pub mod engine;
 pub mod limits;
 pub mod module;
+pub mod nan;
 #[cfg(feature = "runtime")]
 pub mod run;
 
 pub use limits::{Limits, LimitsError, OUTPUT_BYTES};
 pub use module::{Batch, Checked, ContentHash, Refused, check};
+pub use nan::NanBits;
 #[cfg(feature = "runtime")]
 pub use runtime::*;
 

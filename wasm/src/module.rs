@@ -16,6 +16,7 @@ use wasmparser::{
 };
 
 use crate::limits::Limits;
+use crate::nan::{self, NanBits};
 
 /// The function farm calls per element.
 pub const F_EXPORT: &str = "f";
@@ -106,6 +107,9 @@ pub struct Checked {
     /// The binary module (the submitted bytes, or the text compiled).
     pub binary: Vec<u8>,
     pub batch: Batch,
+    /// Whether the module can see a NaN's bits, which decides how it is
+    /// compiled to be deterministic.
+    pub nan_bits: NanBits,
 }
 
 /// The WebAssembly features farm accepts: WebAssembly 2.0 (which has
@@ -147,10 +151,14 @@ pub fn check(submitted: &[u8], limits: &Limits) -> Result<Checked, Refused> {
         });
     }
     let batch = shape.batch()?;
+    let nan_bits = nan::scan(&binary).map_err(|error| Refused::Invalid {
+        reason: error.to_string(),
+    })?;
     Ok(Checked {
         hash,
         binary: binary.into_owned(),
         batch,
+        nan_bits,
     })
 }
 

@@ -225,7 +225,7 @@ impl Runner {
             reason,
         };
         let mut store = Store::new(
-            self.engine.wasmtime(),
+            self.engine.wasmtime(self.compiled.nan_bits),
             Bounds {
                 memory_bytes: limits.max_memory_bytes,
                 table_elements: limits.max_table_elements,

@@ -10,7 +10,7 @@ use std::path::Path;
 use farm_catalog::grid::LEAF_LEN;
 use farm_catalog::summary::summarize_values;
 use farm_catalog::{Function, Reducer, Summary, evaluate};
-use farm_wasm::{Limits, Runner, Runtime};
+use farm_wasm::{Limits, NanBits, Runner, Runtime, check};
 
 // The examples' kernels in Rust, shared with the bench.
 #[path = "../../examples/kernels.rs"]
@@ -138,4 +138,25 @@ fn mandelbrot_escape_counts() {
     let summary = check_against("mandelbrot.wat", 448 * 1024, 128 * 1024, mandelbrot);
     assert_eq!(summary.max, 1000.0);
     assert_eq!(summary.min, 1.0);
+}
+
+#[test]
+fn only_the_simd_example_needs_every_nan_canonicalised() {
+    // The scalar examples cannot see a NaN's bits, so they are compiled
+    // without Cranelift's canonicalisation (and the tests above show they
+    // still give the references' bits); SIMD128 can, so sqrt_simd.wat is
+    // compiled with it.
+    for (example, expected) in [
+        ("sqrt.wat", NanBits::Unobserved),
+        ("collatz.wat", NanBits::Unobserved),
+        ("prime.wat", NanBits::Unobserved),
+        ("mandelbrot.wat", NanBits::Unobserved),
+        ("sqrt_simd.wat", NanBits::Observed),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(example);
+        let checked = check(&std::fs::read(&path).unwrap(), &Limits::default()).unwrap();
+        assert_eq!(checked.nan_bits, expected, "{example}");
+    }
 }

@@ -220,6 +220,38 @@ fn nans_are_canonical() {
 }
 
 #[test]
+fn every_nan_f_returns_is_stored_canonical_whichever_engine_compiled_it() {
+    // NaNs no float operation canonicalises: a constant with a payload, a
+    // negated NaN, a NaN made from integer bits; in a module that cannot
+    // see a NaN's bits (compiled without canonicalisation) and in one
+    // that can (a float store: compiled with it). farm's loop stores each
+    // as the canonical NaN, and keeps every other value as it is.
+    let body = r#"(if (result f64) (i64.eq (i64.rem_u (local.get $x) (i64.const 4)) (i64.const 0))
+                    (then (f64.const -nan:0x1234))
+                    (else (if (result f64) (i64.eq (i64.rem_u (local.get $x) (i64.const 4)) (i64.const 1))
+                      (then (f64.neg (f64.sqrt (f64.const -1))))
+                      (else (if (result f64) (i64.eq (i64.rem_u (local.get $x) (i64.const 4)) (i64.const 2))
+                        (then (f64.reinterpret_i64 (i64.const 0x7ff0000000000001)))
+                        (else (f64.const -0)))))))"#;
+    let unobserved = format!(r#"(module (func (export "f") (param $x i64) (result f64) {body}))"#);
+    let observed = format!(
+        r#"(module (memory 1) (func (export "f") (param $x i64) (result f64)
+             (f64.store (i32.const 0) (f64.const 1)) {body}))"#
+    );
+    for text in [unobserved, observed] {
+        let values = chunk(&load(&text), 0, 0, LEAF_LEN + 3).unwrap();
+        for (x, value) in values.iter().enumerate() {
+            let expected = if x % 4 == 3 {
+                0x8000_0000_0000_0000
+            } else {
+                0x7ff8_0000_0000_0000
+            };
+            assert_eq!(value.to_bits(), expected, "x = {x}\n{text}");
+        }
+    }
+}
+
+#[test]
 fn the_module_keeps_its_own_memory() {
     // The output space lies past the module's data: f reads its data back
     // on every call, so a clobbered byte would show.
