@@ -1137,7 +1137,7 @@ fn compose_makes_the_secret_and_hands_each_service_only_its_own_token() {
     for (_, dir, _) in &tokens_volumes {
         let name = dir.trim_start_matches("/farm/");
         assert!(
-            build.contains(&format!("$context/farm/{name}")),
+            build.contains(&format!("$context/farm-dirs/{name}")),
             "build-image makes {dir}"
         );
     }
