@@ -179,6 +179,7 @@ async fn open_results(address: &str, welcome: &v1::Welcome) -> Result<TcpStream,
         purpose: Purpose::ChunkResults,
         id: welcome.worker_id,
         token,
+        credential: None,
     };
     let opening = async {
         let mut stream = TcpStream::connect(address).await?;

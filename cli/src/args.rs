@@ -19,6 +19,12 @@ pub struct Cli {
     /// How log lines (warnings and errors) are written on stderr.
     #[arg(long, global = true, env = "FARM_LOG_FORMAT", value_enum, default_value_t = farm_setup::LogFormat::Text)]
     pub log_format: farm_setup::LogFormat,
+    /// A file holding the cluster's client token (`farm token client
+    /// SECRET_FILE` makes it), for a coordinator that requires one.
+    /// FARM_TOKEN may hold the token itself instead. Never needed for the
+    /// embedded default.
+    #[arg(long, global = true, env = "FARM_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +41,49 @@ pub enum Command {
     /// Check that a coordinator (or a worker's --health-listen address) is
     /// serving: prints SERVING and exits 0, or exits non-zero.
     Health(HealthArgs),
+    /// Make a cluster secret, or derive a worker's or client's token from
+    /// one (see the README, "Security").
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Write a new random cluster secret to a new file (mode 0600), for
+    /// the coordinator's --token-file; an existing file is never replaced.
+    New {
+        /// Where to write the secret.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// If --out exists, keep the secret in it (and still write the
+        /// tokens asked for) instead of failing: for set-up steps run on
+        /// every start.
+        #[arg(long)]
+        keep_existing: bool,
+        /// Also write the worker token to this file (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        worker_out: Option<PathBuf>,
+        /// Also write the client token to this file (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        client_out: Option<PathBuf>,
+    },
+    /// Print the worker token of the cluster whose secret is in
+    /// SECRET_FILE (or write it to --out).
+    Worker(DeriveArgs),
+    /// Print the client token of the cluster whose secret is in
+    /// SECRET_FILE (or write it to --out).
+    Client(DeriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeriveArgs {
+    /// The cluster secret's file.
+    #[arg(value_name = "SECRET_FILE")]
+    pub secret: PathBuf,
+    /// Write the token to this file (mode 0600, replaced if it exists)
+    /// instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

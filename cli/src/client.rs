@@ -112,6 +112,8 @@ async fn follow_job(
     request: &JobRequest,
     values: Option<&OutputWriter>,
 ) -> Result<JobReport, ClientError> {
+    // Value connections present the same token as the job's call.
+    let credential = connection.token().map(|token| *token.bytes());
     let submit = Encoded::message(&request.message())
         .map_err(|s| ClientError::from_status(s, address, None))?;
     // farm's own framing: the values arrive as slices of the receive
@@ -161,7 +163,7 @@ async fn follow_job(
                             what: Unexpected::ValueConnection,
                         });
                     };
-                    values.open_connection(address, accepted.job_id, token);
+                    values.open_connection(address, accepted.job_id, token, credential);
                     value_connection = true;
                 }
             }

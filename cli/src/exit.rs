@@ -9,6 +9,7 @@ use crate::client::ClientError;
 use crate::module::ModuleError;
 use crate::output::OutputError;
 use crate::submit::JobRunError;
+use crate::token::TokenError;
 
 /// Success; also when the reader of `--output -` stops early.
 pub const SUCCESS: u8 = 0;
@@ -21,6 +22,9 @@ pub const INVALID_INPUT: u8 = 2;
 /// The coordinator cannot be reached (within a few seconds), was lost, or
 /// is busy.
 pub const UNREACHABLE: u8 = 3;
+/// The coordinator refused the token: none was given, or not this
+/// cluster's client token.
+pub const UNAUTHENTICATED: u8 = 4;
 /// Interrupted (Ctrl-C); the job is cancelled.
 pub const INTERRUPTED: u8 = 130;
 
@@ -54,6 +58,9 @@ pub enum CommandError {
     Print(#[source] std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// `farm token`, or the client token to present.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 impl CommandError {
@@ -69,10 +76,12 @@ impl CommandError {
             CommandError::JobRun(err) => job_run_code(err),
             CommandError::Client(err) => kind_code(err.kind()),
             CommandError::Print(err) if err.kind() == std::io::ErrorKind::BrokenPipe => SUCCESS,
+            CommandError::Token(err) if err.is_invalid_input() => INVALID_INPUT,
             CommandError::Digest(_)
             | CommandError::NotServing { .. }
             | CommandError::Print(_)
-            | CommandError::Runtime(_) => JOB_FAILED,
+            | CommandError::Runtime(_)
+            | CommandError::Token(_) => JOB_FAILED,
         }
     }
 }
@@ -96,6 +105,7 @@ fn kind_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::InvalidArgument | ErrorKind::ProtocolMismatch => INVALID_INPUT,
         ErrorKind::Unavailable | ErrorKind::ResourceExhausted => UNREACHABLE,
+        ErrorKind::Unauthenticated => UNAUTHENTICATED,
         ErrorKind::JobFailed | ErrorKind::Cancelled | ErrorKind::NotFound | ErrorKind::Internal => {
             JOB_FAILED
         }
@@ -137,6 +147,7 @@ mod tests {
             (ErrorKind::ProtocolMismatch, INVALID_INPUT),
             (ErrorKind::Unavailable, UNREACHABLE),
             (ErrorKind::ResourceExhausted, UNREACHABLE),
+            (ErrorKind::Unauthenticated, UNAUTHENTICATED),
             (ErrorKind::JobFailed, JOB_FAILED),
             (ErrorKind::Cancelled, JOB_FAILED),
             (ErrorKind::NotFound, JOB_FAILED),

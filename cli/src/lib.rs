@@ -12,6 +12,7 @@
 //! - [`output`]: output files, and reading them back (`farm digest`).
 //! - [`number`]: counts as people write them (`1e9`, `1_000_000`).
 //! - [`report`]: printing results.
+//! - [`token`]: `farm token`, and the client token `farm` presents.
 //!
 //! Dependencies flow one way: `submit` uses `client`, `receive`,
 //! `embedded`, `module` and `output`; `client` uses `receive`; `receive` uses
@@ -27,3 +28,4 @@ pub mod output;
 pub mod receive;
 pub mod report;
 pub mod submit;
+pub mod token;

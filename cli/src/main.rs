@@ -13,6 +13,8 @@ use farm_cli::module::{self, JobFunction};
 use farm_cli::output::{self, Destination};
 use farm_cli::report;
 use farm_cli::submit::{self, Mode, Submission};
+use farm_cli::token::{self, TOKEN_ENV};
+use farm_net::auth::RoleToken;
 
 fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|err| {
@@ -34,12 +36,22 @@ fn main() -> ExitCode {
         "warn,farm_coordinator=error,farm_worker=error",
         cli.log_format,
     );
+    // Read only by the commands that talk to a cluster: a bad token
+    // never stops the embedded default or `farm digest`.
+    let token_file = cli.token_file;
+    let client_token = move || -> Result<Option<RoleToken>, CommandError> {
+        let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        Ok(token::client_token(token_file.as_deref(), env_token)?)
+    };
     let result = match cli.command {
-        Command::Submit(args) => run_submit(args),
+        Command::Submit(args) => run_submit(args, client_token),
         Command::Digest(args) => run_digest(&args),
-        Command::Workers(args) => run_workers(&args),
-        Command::Status(args) => run_status(&args),
+        Command::Workers(args) => client_token().and_then(|t| run_workers(&args, t)),
+        Command::Status(args) => client_token().and_then(|t| run_status(&args, t)),
+        // Health is open to all (container probes share the environment
+        // of a coordinator's or worker's own --token-file).
         Command::Health(args) => run_health(&args),
+        Command::Token(command) => token::run(&command).map_err(CommandError::from),
     };
     let code = match result {
         Ok(()) => exit::SUCCESS,
@@ -54,7 +66,10 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn run_submit(args: SubmitArgs) -> Result<(), CommandError> {
+fn run_submit(
+    args: SubmitArgs,
+    client_token: impl FnOnce() -> Result<Option<RoleToken>, CommandError>,
+) -> Result<(), CommandError> {
     let function = match &args.function {
         FunctionArg::Catalog(function) => JobFunction::Catalog(*function),
         FunctionArg::Module(path) => JobFunction::Wasm(module::read(path)?),
@@ -64,6 +79,10 @@ fn run_submit(args: SubmitArgs) -> Result<(), CommandError> {
     let to_stdout = output
         .as_ref()
         .is_some_and(|spec| spec.destination == Destination::Stdout);
+    let token = match &args.coordinator {
+        Some(_) => client_token()?,
+        None => None,
+    };
     let submission = Submission {
         function: function.clone(),
         start: args.start,
@@ -71,6 +90,7 @@ fn run_submit(args: SubmitArgs) -> Result<(), CommandError> {
         chunk_size: args.chunk_size,
         output,
         coordinator: args.coordinator,
+        token,
         threads,
     };
     if args.start.checked_add(args.n.saturating_sub(1)).is_none() {
@@ -117,13 +137,13 @@ fn run_digest(args: &DigestArgs) -> Result<(), CommandError> {
         .map_err(CommandError::Print)
 }
 
-fn run_workers(args: &WorkersArgs) -> Result<(), CommandError> {
-    let status = ask_coordinator(&args.coordinator.address, client::cluster_status)?;
+fn run_workers(args: &WorkersArgs, token: Option<RoleToken>) -> Result<(), CommandError> {
+    let status = ask_coordinator(&args.coordinator.address, token, client::cluster_status)?;
     report::print_cluster(&mut std::io::stdout(), &status, args.json).map_err(CommandError::Print)
 }
 
-fn run_status(args: &StatusArgs) -> Result<(), CommandError> {
-    let status = ask_coordinator(&args.coordinator.address, |channel, address| {
+fn run_status(args: &StatusArgs, token: Option<RoleToken>) -> Result<(), CommandError> {
+    let status = ask_coordinator(&args.coordinator.address, token, |channel, address| {
         client::job_status(channel, address, args.job)
     })?;
     report::print_job_status(&mut std::io::stdout(), &status, args.json)
@@ -132,7 +152,7 @@ fn run_status(args: &StatusArgs) -> Result<(), CommandError> {
 
 fn run_health(args: &HealthArgs) -> Result<(), CommandError> {
     let address = &args.coordinator.address;
-    if !ask_coordinator(address, client::serving)? {
+    if !ask_coordinator(address, None, client::serving)? {
         return Err(CommandError::NotServing {
             address: address.clone(),
         });
@@ -141,16 +161,20 @@ fn run_health(args: &HealthArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Makes one call to the coordinator at `address`.
+/// Makes one call to the coordinator at `address`, presenting `token`.
 fn ask_coordinator<'a, T, Fut>(
     address: &'a str,
+    token: Option<RoleToken>,
     call: impl FnOnce(farm_net::transport::Connection, &'a str) -> Fut,
 ) -> Result<T, CommandError>
 where
     Fut: Future<Output = Result<T, ClientError>>,
 {
     let endpoint = farm_net::transport::endpoint(address)?;
-    Ok(runtime()?.block_on(async { call(endpoint.connect_lazy().into(), address).await })?)
+    Ok(runtime()?.block_on(async {
+        let connection = farm_net::transport::Connection::from(endpoint.connect_lazy());
+        call(connection.with_token(token), address).await
+    })?)
 }
 
 /// Every core, up to the most a worker may claim.

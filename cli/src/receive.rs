@@ -10,8 +10,9 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use farm_net::auth::KEY_BYTES;
 use farm_net::peer;
-use farm_net::side_connection::{ACCEPTED, Hello, Purpose, Token};
+use farm_net::side_connection::{ACCEPTED, Hello, Purpose, Token, UNAUTHENTICATED};
 use farm_net::transport::CONNECT_TIMEOUT;
 use farm_net::wire::Payload;
 use tokio::io::AsyncWriteExt;
@@ -107,7 +108,13 @@ impl OutputWriter {
     /// Opens the value connection the coordinator at `address` offered
     /// for `job_id`, in the background. If it cannot be opened, the
     /// coordinator sends the values in the job's stream instead.
-    pub fn open_connection(&self, address: &str, job_id: u64, token: Token) {
+    pub fn open_connection(
+        &self,
+        address: &str,
+        job_id: u64,
+        token: Token,
+        credential: Option<[u8; KEY_BYTES]>,
+    ) {
         let queue = self.queue.clone();
         let connection = self.connection.clone();
         let address = peer::host_port(address).to_owned();
@@ -116,6 +123,7 @@ impl OutputWriter {
                 purpose: Purpose::JobValues,
                 id: job_id,
                 token,
+                credential,
             };
             match open(&address, hello).await {
                 Ok(stream) => {
@@ -198,6 +206,11 @@ async fn open(address: &str, hello: Hello) -> std::io::Result<TcpStream> {
 fn accepted(connection: &mut TcpStream) -> bool {
     let mut answer = [0u8; 1];
     let answered = connection.read_exact(&mut answer).is_ok() && answer[0] == ACCEPTED;
+    if answer[0] == UNAUTHENTICATED {
+        tracing::warn!(
+            "the coordinator refused this client's token on the value connection; the values come in the job's stream"
+        );
+    }
     answered
         && connection
             .set_read_timeout(Some(VALUE_SILENCE_TIMEOUT))

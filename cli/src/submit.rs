@@ -45,6 +45,8 @@ pub struct Submission {
     pub chunk_size: Option<u64>,
     pub output: Option<OutputSpec>,
     pub coordinator: Option<String>,
+    /// The client token to present to that coordinator.
+    pub token: Option<farm_net::auth::RoleToken>,
     /// Threads for the embedded or local run.
     pub threads: usize,
 }
@@ -171,7 +173,7 @@ pub async fn run_remote(submission: &Submission) -> Result<Finished, JobRunError
     let mode = submission.mode();
     let (connection, address, embedded) = match &mode {
         Mode::Cluster(address) => (
-            transport::Connection::direct(address)?,
+            transport::Connection::direct(address)?.with_token(submission.token),
             address.clone(),
             None,
         ),

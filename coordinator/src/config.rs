@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use farm_net::auth::Admission;
+
 use crate::scheduler::SchedulerConfig;
 
 /// Largest `n` a job may have: ten trillion elements (hours of work on a
@@ -32,6 +34,9 @@ pub struct CoordinatorConfig {
     /// for it before sending the values in the job's stream instead.
     pub value_connection_wait: Duration,
     pub limits: RequestLimits,
+    /// Who may call and connect: members with tokens from the cluster
+    /// secret, or (with none) everyone, on loopback only.
+    pub admission: Admission,
 }
 
 /// Documented caps on what one request may ask for.
@@ -55,6 +60,7 @@ impl Default for CoordinatorConfig {
                 max_streamed_elements: DEFAULT_MAX_STREAMED_ELEMENTS,
                 max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             },
+            admission: Admission::Open,
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   clients, results connections from workers, values held in pipes.
 //! - [`config`] and [`validate`]: what may be configured and requested.
 //! - [`listener`]: the port, shared by gRPC and those connections.
+//! - [`auth`]: who may call what, checked in one place for every call
+//!   and connection.
 //! - [`metrics`]: what `GET /metrics` shows, on a port of its own.
 //!
 //! [`run_tcp`] serves on a TCP listener until `shutdown` resolves;
@@ -15,6 +17,7 @@
 //! on one [`TaskTracker`] (the [`Hub`]'s) and ends only after they all
 //! have.
 
+pub mod auth;
 pub mod config;
 mod listener;
 pub mod metrics;
@@ -42,6 +45,7 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::Connected;
 
+pub use auth::OpenOnNetwork;
 pub use config::{ConfigError, CoordinatorConfig};
 use service::routes::Routed;
 use service::{Hub, JobsApi, WorkersApi};
@@ -57,6 +61,11 @@ const TASKS_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum CoordinatorError {
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
+    /// No token, and an address others can reach.
+    #[error(transparent)]
+    OpenOnNetwork(#[from] OpenOnNetwork),
+    #[error("cannot read the listener's address: {0}")]
+    Address(#[source] std::io::Error),
     #[error("serving failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -82,11 +91,19 @@ pub async fn run_tcp_with_metrics(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CoordinatorError> {
     config.validate()?;
+    let address = listener.local_addr().map_err(CoordinatorError::Address)?;
+    auth::check_exposure(&config.admission, address)?;
     let stop = CancellationToken::new();
     let offers = Arc::new(ValueOffers::default());
     let hub = Arc::new(Hub::new(config.clone(), stop.clone()).with_value_offers(offers.clone()));
-    let incoming =
-        listener::sort_connections(listener, offers, hub.shutdown_token().clone(), hub.tasks());
+    let admission = Arc::new(config.admission.clone());
+    let incoming = listener::sort_connections(
+        listener,
+        offers,
+        admission,
+        hub.shutdown_token().clone(),
+        hub.tasks(),
+    );
     let metrics = async {
         if let Some(listener) = metrics {
             let scraped = hub.clone();
@@ -122,7 +139,9 @@ where
     // The standard gRPC health service, for `farm health`, container health
     // checks and Kubernetes probes: SERVING until shutdown begins.
     let (health, health_service) = tonic_health::server::health_reporter();
+    let guard = auth::GuardLayer(Arc::new(hub.config().admission.clone()));
     let served = Server::builder()
+        .layer(guard)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
@@ -184,6 +203,8 @@ pub fn in_process_on(
         .spawn(tick_periodically(hub.clone(), config.tick));
     let routes = Routes::new(Routed(JobsApi::new(hub.clone())))
         .add_service(Routed(WorkersApi::new(hub.clone())));
+    // The same check as on a port (admitting everyone unless configured).
+    let routes = auth::Guarded::new(routes, Arc::new(config.admission.clone()));
     // The caller's handle on the coordinator: not a task of its own.
     let task = tokio::spawn(async move {
         shutdown.await;

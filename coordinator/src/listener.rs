@@ -2,14 +2,16 @@
 //! gRPC services), a job's value connection or a worker's results
 //! connection, told apart by its first bytes. HTTP/2 connections go on to
 //! the gRPC server; the others to the job or worker session that offered
-//! them ([`ValueOffers`]).
+//! them ([`ValueOffers`]), once their hello's role token is admitted
+//! (the same [`Admission`] as every gRPC call's, see [`crate::auth`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use farm_net::side_connection::{HELLO_BYTES, Hello, may_be_value_connection};
+use farm_net::auth::Admission;
+use farm_net::side_connection::{HELLO_BYTES, Hello, UNAUTHENTICATED, may_be_value_connection};
 use farm_net::transport::KEEPALIVE_INTERVAL;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,6 +40,7 @@ const MAX_SORTING: usize = 1024;
 pub fn sort_connections(
     listener: TcpListener,
     offers: Arc<ValueOffers>,
+    admission: Arc<Admission>,
     stop: CancellationToken,
     tasks: &TaskTracker,
 ) -> ReceiverStream<std::io::Result<TcpStream>> {
@@ -65,9 +68,10 @@ pub fn sort_connections(
             };
             configure(&stream);
             let (http2, offers, stop) = (http2.clone(), offers.clone(), stop.clone());
+            let admission = admission.clone();
             sorters.spawn(async move {
                 tokio::select! {
-                    () = sort(stream, &http2, &offers) => {}
+                    () = sort(stream, &http2, &offers, &admission) => {}
                     // A connection still silent at shutdown is not served.
                     () = stop.cancelled() => {}
                 }
@@ -89,6 +93,7 @@ async fn sort(
     mut stream: TcpStream,
     http2: &mpsc::Sender<std::io::Result<TcpStream>>,
     offers: &ValueOffers,
+    admission: &Admission,
 ) {
     match tokio::time::timeout(FIRST_BYTES_TIMEOUT, first_bytes(&stream)).await {
         Ok(Some(First::Http2)) => {
@@ -101,6 +106,21 @@ async fn sort(
             let Some(hello) = Hello::decode(&hello) else {
                 return;
             };
+            let role = hello.purpose.role();
+            if let Err(refused) = admission.admit(role, hello.credential.as_ref()) {
+                tracing::info!(
+                    purpose = ?hello.purpose,
+                    peer = ?stream.peer_addr().ok(),
+                    reason = ?refused,
+                    "refused a connection: no token or a wrong one"
+                );
+                // Tell the peer why (it may be a client with a stale
+                // token), bounded like every write to a stranger.
+                let refusal =
+                    tokio::time::timeout(FIRST_BYTES_TIMEOUT, stream.write_all(&[UNAUTHENTICATED]));
+                let _ = refusal.await;
+                return;
+            }
             if offers.claim(&hello, stream).is_err() {
                 tracing::info!(
                     purpose = ?hello.purpose,

@@ -1,6 +1,7 @@
 //! `farm-coordinator`: parse flags, bind, serve until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use farm_coordinator::CoordinatorConfig;
 use farm_coordinator::config::{
     DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_MODULE_BYTES, DEFAULT_MAX_STREAMED_ELEMENTS,
 };
+use farm_net::auth::{self, Admission};
 use farm_setup::LogFormat;
 
 /// How long open streams get to end after a shutdown signal.
@@ -51,7 +53,16 @@ struct Args {
     /// How log lines are written on stderr.
     #[arg(long, env = "FARM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The cluster secret (made by `farm token new --out FILE`): workers
+    /// and clients must then present the tokens derived from it. Without
+    /// one, anyone may connect, so only a loopback --listen is served.
+    #[arg(long, env = "FARM_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
+
+/// A bad flag or value, or a setting that cannot be served: as clap's own
+/// errors.
+const INVALID_INPUT: u8 = 2;
 
 /// Loopback: metrics are for this machine unless asked otherwise. Beside
 /// the coordinator's 50051 and the worker's health port 50052.
@@ -72,8 +83,16 @@ fn parse_http(value: &str) -> Result<HttpAddress, String> {
 }
 
 impl Args {
-    fn config(&self) -> CoordinatorConfig {
+    /// The settings, with the cluster secret read from its file; an error
+    /// here is the user's to fix.
+    fn config(&self) -> Result<CoordinatorConfig, String> {
         let mut config = CoordinatorConfig::default();
+        if let Some(path) = &self.token_file {
+            let secret = auth::read_secret(path).map_err(|e| format!("--token-file: {e}"))?;
+            config.admission = Admission::members(&secret);
+        }
+        farm_coordinator::auth::check_exposure(&config.admission, self.listen)
+            .map_err(|e| e.to_string())?;
         config.scheduler.lease_timeout = self.lease_timeout;
         config.scheduler.max_attempts = self.max_attempts;
         config.scheduler.max_running_jobs = self.max_jobs;
@@ -81,7 +100,7 @@ impl Args {
         config.limits.max_elements = self.max_elements;
         config.limits.max_streamed_elements = self.max_streamed_elements;
         config.limits.max_module_bytes = self.max_module_bytes;
-        config
+        Ok(config)
     }
 }
 
@@ -91,9 +110,16 @@ fn main() -> ExitCode {
     // on their first allocation.
     farm_setup::tune_allocator();
     farm_setup::init_tracing_as("info", args.log_format);
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(err) => {
+            farm_setup::report(format_args!("farm-coordinator: {err}"));
+            return ExitCode::from(INVALID_INPUT);
+        }
+    };
     let served = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(serve(args)));
+        .and_then(|runtime| runtime.block_on(serve(args, config)));
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -103,8 +129,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
-    let config = args.config();
+async fn serve(args: Args, config: CoordinatorConfig) -> anyhow::Result<()> {
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -128,6 +153,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     farm_setup::stop_on_signals("farm-coordinator", stop.clone());
     // Scripts and tests read this line to find the port of `--listen :0`.
     farm_setup::say(format_args!("farm-coordinator listening on {address}"));
+    if config.admission.is_open() {
+        tracing::info!("no --token-file: anyone who can reach this loopback address may connect");
+    }
     if let Some(metrics) = &metrics {
         // And this one the port of `--http 127.0.0.1:0`.
         farm_setup::say(format_args!(

@@ -12,11 +12,14 @@
 //!   connection).
 //! - [`splice`]: moving bytes between sockets, pipes and files inside the
 //!   kernel (Linux).
+//! - [`auth`]: the cluster secret, the worker and client tokens, and
+//!   the one check a coordinator makes of every call and connection.
 //! - [`display`]: showing text another process sent (escaped, bounded).
 //! - [`peer`]: the one check that tells a coordinator from anything else
 //!   listening on its port.
 //! - [`metrics_http`]: the plain-HTTP `GET /metrics` endpoint.
 
+pub mod auth;
 pub mod display;
 pub mod metrics_http;
 pub mod peer;

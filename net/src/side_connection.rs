@@ -8,28 +8,39 @@
 //! `Welcome.results_token`). Unframed by HTTP/2, the values can move
 //! between sockets, pipes and files inside the kernel (splice), never
 //! read by the process that passes them on.
+//!
+//! A hello carries, beside the secret that claims the connection, the
+//! peer's role token (see [`crate::auth`]): the coordinator checks it as
+//! it checks a gRPC call's, before the claim.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 
 use farm_proto::v1;
 
+use crate::auth::{KEY_BYTES, Role};
+
 /// The first bytes of a value connection. An HTTP/2 client opens with
 /// `PRI * HTTP/2.0`, so the first byte already tells these connections
-/// from gRPC. The trailing digit is the handshake's version.
-pub const MAGIC: &[u8; 8] = b"FARMVAL1";
+/// from gRPC. The trailing digit is the handshake's version (2: with a
+/// role token).
+pub const MAGIC: &[u8; 8] = b"FARMVAL2";
 
 /// The first bytes of a results connection.
-pub const RESULTS_MAGIC: &[u8; 8] = b"FARMRES1";
+pub const RESULTS_MAGIC: &[u8; 8] = b"FARMRES2";
 
 /// The length of a secret.
 pub const TOKEN_BYTES: usize = 16;
 
-/// The length of a hello: magic, id, token.
-pub const HELLO_BYTES: usize = MAGIC.len() + 8 + TOKEN_BYTES;
+/// The length of a hello: magic, id, token, role token.
+pub const HELLO_BYTES: usize = MAGIC.len() + 8 + TOKEN_BYTES + KEY_BYTES;
 
 /// The coordinator's one-byte answer to an accepted hello.
 pub const ACCEPTED: u8 = 1;
+
+/// The coordinator's one-byte answer to a hello whose role token it
+/// refused (then it closes the connection).
+pub const UNAUTHENTICATED: u8 = 2;
 
 /// A secret that claims a connection.
 pub type Token = [u8; TOKEN_BYTES];
@@ -44,6 +55,14 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// The role whose token claims such a connection.
+    pub fn role(self) -> Role {
+        match self {
+            Purpose::JobValues => Role::Client,
+            Purpose::ChunkResults => Role::Worker,
+        }
+    }
+
     fn magic(self) -> &'static [u8; 8] {
         match self {
             Purpose::JobValues => MAGIC,
@@ -59,6 +78,9 @@ pub struct Hello {
     /// The job's id, or the worker's.
     pub id: u64,
     pub token: Token,
+    /// The peer's role token, if it has one (all zeros on the wire if
+    /// not).
+    pub credential: Option<[u8; KEY_BYTES]>,
 }
 
 impl Hello {
@@ -66,21 +88,25 @@ impl Hello {
         let mut bytes = [0u8; HELLO_BYTES];
         bytes[..8].copy_from_slice(self.purpose.magic());
         bytes[8..16].copy_from_slice(&self.id.to_le_bytes());
-        bytes[16..].copy_from_slice(&self.token);
+        bytes[16..32].copy_from_slice(&self.token);
+        bytes[32..].copy_from_slice(&self.credential.unwrap_or_default());
         bytes
     }
 
     /// The hello in `bytes`, or `None` if they are not one.
     pub fn decode(bytes: &[u8; HELLO_BYTES]) -> Option<Hello> {
         let (magic, rest) = bytes.split_first_chunk::<8>()?;
-        let (id, token) = rest.split_first_chunk::<8>()?;
+        let (id, rest) = rest.split_first_chunk::<8>()?;
+        let (token, credential) = rest.split_first_chunk::<TOKEN_BYTES>()?;
+        let credential: [u8; KEY_BYTES] = credential.try_into().ok()?;
         let purpose = [Purpose::JobValues, Purpose::ChunkResults]
             .into_iter()
             .find(|purpose| purpose.magic() == magic)?;
         Some(Hello {
             purpose,
             id: u64::from_le_bytes(*id),
-            token: token.try_into().ok()?,
+            token: *token,
+            credential: (credential != [0; KEY_BYTES]).then_some(credential),
         })
     }
 }
@@ -126,17 +152,21 @@ mod tests {
             purpose: Purpose::JobValues,
             id: 0x0102_0304_0506_0708,
             token: *b"0123456789abcdef",
+            credential: Some([7; KEY_BYTES]),
         };
         let bytes = hello.encode();
-        assert_eq!(&bytes[..8], b"FARMVAL1");
+        assert_eq!(&bytes[..8], b"FARMVAL2");
+        assert_eq!(&bytes[32..], &[7; KEY_BYTES]);
         assert_eq!(bytes[8], 0x08, "the job id is little-endian");
         assert_eq!(Hello::decode(&bytes), Some(hello));
         let results = Hello {
             purpose: Purpose::ChunkResults,
+            credential: None,
             ..hello
         };
         let bytes = results.encode();
-        assert_eq!(&bytes[..8], b"FARMRES1");
+        assert_eq!(&bytes[..8], b"FARMRES2");
+        assert_eq!(&bytes[32..], &[0; KEY_BYTES], "no role token: zeros");
         assert_eq!(Hello::decode(&bytes), Some(results));
     }
 
@@ -146,9 +176,10 @@ mod tests {
             purpose: Purpose::JobValues,
             id: 7,
             token: [9; TOKEN_BYTES],
+            credential: None,
         }
         .encode();
-        bytes[7] = b'2';
+        bytes[7] = b'1';
         assert_eq!(Hello::decode(&bytes), None);
     }
 
@@ -175,8 +206,8 @@ mod tests {
         assert!(!may_be_value_connection(b"PRI * HTTP/2.0"));
         assert!(!may_be_value_connection(b""));
         assert!(may_be_value_connection(b"F"));
-        assert!(may_be_value_connection(b"FARMVAL1\x07\0\0\0"));
-        assert!(may_be_value_connection(b"FARMRES1"));
-        assert!(!may_be_value_connection(b"FARMVAL2"));
+        assert!(may_be_value_connection(b"FARMVAL2\x07\0\0\0"));
+        assert!(may_be_value_connection(b"FARMRES2"));
+        assert!(!may_be_value_connection(b"FARMVAL1"));
     }
 }

@@ -24,6 +24,8 @@ pub enum ErrorKind {
     NotFound,
     /// The coordinator is shutting down or cannot be reached.
     Unavailable,
+    /// No token, or not the one the call needs.
+    Unauthenticated,
     /// A bug or broken invariant.
     Internal,
 }
@@ -38,6 +40,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => Code::Cancelled,
             ErrorKind::NotFound => Code::NotFound,
             ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
             ErrorKind::Internal => Code::Internal,
         }
     }
@@ -51,6 +54,7 @@ impl ErrorKind {
             Code::Aborted => ErrorKind::JobFailed,
             Code::Cancelled => ErrorKind::Cancelled,
             Code::NotFound => ErrorKind::NotFound,
+            Code::Unauthenticated => ErrorKind::Unauthenticated,
             // tonic reports a connection that broke under a call as Unknown;
             // farm's servers never send it.
             Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => ErrorKind::Unavailable,
@@ -149,6 +153,7 @@ mod tests {
             ErrorKind::Cancelled,
             ErrorKind::NotFound,
             ErrorKind::Unavailable,
+            ErrorKind::Unauthenticated,
             ErrorKind::Internal,
         ] {
             assert_eq!(ErrorKind::of_code(kind.code()), kind);

@@ -15,6 +15,7 @@ use farm_cli::client::{self, ClientError, JobReport, JobRequest};
 use farm_cli::output::{self, Destination, OutputSpec};
 use farm_cli::receive::OutputWriter;
 use farm_coordinator::CoordinatorConfig;
+use farm_net::auth::{Admission, ClusterSecret, Role, RoleToken};
 use farm_net::transport;
 use farm_net::transport::Connection;
 use farm_proto::v1;
@@ -34,9 +35,18 @@ pub struct TestClusterBuilder {
     workers: usize,
     threads_per_worker: usize,
     config: CoordinatorConfig,
+    secret: Option<ClusterSecret>,
 }
 
 impl TestClusterBuilder {
+    /// Members only: the coordinator requires tokens from `secret`, and
+    /// the cluster's workers and clients present them.
+    pub fn secret(mut self, secret: ClusterSecret) -> Self {
+        self.config.admission = Admission::members(&secret);
+        self.secret = Some(secret);
+        self
+    }
+
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
@@ -71,6 +81,7 @@ impl TestClusterBuilder {
             coordinator,
             workers: Vec::new(),
             threads_per_worker: self.threads_per_worker,
+            secret: self.secret,
         };
         for _ in 0..self.workers {
             cluster.add_worker();
@@ -125,6 +136,7 @@ pub struct TestCluster {
     coordinator: JoinHandle<Result<(), farm_coordinator::CoordinatorError>>,
     workers: Vec<WorkerHandle>,
     threads_per_worker: usize,
+    secret: Option<ClusterSecret>,
 }
 
 /// A finished job and the values it streamed (empty unless asked for).
@@ -140,7 +152,24 @@ impl TestCluster {
             workers: 3,
             threads_per_worker: 1,
             config: CoordinatorConfig::default(),
+            secret: None,
         }
+    }
+
+    /// The token of `role`, if the cluster has a secret.
+    pub fn token(&self, role: Role) -> Option<RoleToken> {
+        self.secret.as_ref().map(|secret| secret.token(role))
+    }
+
+    /// A new connection presenting `token`.
+    pub fn connection(&self, token: Option<RoleToken>) -> Connection {
+        Connection::from(self.channel()).with_token(token)
+    }
+
+    /// A new connection as a client of this cluster (with its client
+    /// token, if it has a secret).
+    pub fn client_connection(&self) -> Connection {
+        self.connection(self.token(Role::Client))
     }
 
     /// `host:port` of the coordinator.
@@ -170,21 +199,21 @@ impl TestCluster {
         let drain = CancellationToken::new();
         let task = tokio::spawn(farm_worker::run(
             config,
-            self.channel().into(),
+            self.connection(self.token(Role::Worker)),
             drain.clone(),
         ));
         self.workers.push(WorkerHandle { drain, task });
     }
 
     pub async fn status(&self) -> v1::GetClusterStatusResponse {
-        client::cluster_status(self.channel().into(), &self.address())
+        client::cluster_status(self.client_connection(), &self.address())
             .await
             .expect("cluster status")
     }
 
     /// One job's status, running or recently ended.
     pub async fn job_status(&self, job: u64) -> v1::GetJobStatusResponse {
-        client::job_status(self.channel().into(), &self.address(), job)
+        client::job_status(self.client_connection(), &self.address(), job)
             .await
             .unwrap_or_else(|e| panic!("status of job {job}: {e}"))
     }
@@ -201,7 +230,7 @@ impl TestCluster {
 
     /// Runs a job on a fresh connection, collecting any streamed values.
     pub async fn run(&self, request: &JobRequest) -> Result<JobRun, ClientError> {
-        run_on(self.channel().into(), &self.address(), request).await
+        run_on(self.client_connection(), &self.address(), request).await
     }
 
     /// Drains worker `index` (counting the workers still running) and waits

@@ -8,14 +8,18 @@
 //! ... the coordinator is shutting down; job N was cancelled" (jobs are not
 //! persisted yet); the workers reconnect by themselves and the next job
 //! runs normally.
+//!
+//! The cluster is members only: the host's `farm` takes the client token
+//! out as the README says, and without it is refused (exit 4).
 
 use std::net::TcpListener;
 use std::process::Output;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use farm_catalog::{Function, Summary};
 use farm_tests::compose::{ComposeProject, docker, image_exists};
-use farm_tests::process::{assert_summary_json, farm, farm_bounded, json};
+use farm_tests::process::{assert_summary_json, farm_bounded, json};
 use farm_tests::reference;
 
 /// Long enough (about five seconds on two cores) to break things mid-job.
@@ -58,6 +62,37 @@ fn the_compose_cluster_runs_jobs_exactly_through_faults() {
     );
     project.run(&["up", "-d", "--scale", "worker=3"]);
     let address = format!("127.0.0.1:{port}");
+
+    // Members only: from the host, no token is refused ...
+    let refused = farm_bounded(
+        &["submit", "sqrt", "--n", "1e6", "--coordinator", &address],
+        &[],
+        JOB_TIMEOUT,
+    );
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .starts_with("farm: this coordinator requires a client token"),
+        "{refused:?}"
+    );
+    // ... and the client token, taken out as the README says, lets in.
+    let token = project.run(&[
+        "run",
+        "--rm",
+        "--no-deps",
+        "-T",
+        "tokens",
+        "farm",
+        "token",
+        "client",
+        "/farm/secret/cluster.secret",
+    ]);
+    let token_dir = tempfile::tempdir().expect("a temporary directory");
+    let token_file = token_dir.path().join("client.token");
+    std::fs::write(&token_file, &token.stdout).expect("write the client token");
+    TOKEN_FILE
+        .set(token_file.to_str().expect("UTF-8").to_owned())
+        .expect("set once");
     wait_for_workers(&address, 3);
 
     // A job across every worker, submitted from the host ...
@@ -180,6 +215,24 @@ fn the_compose_cluster_runs_jobs_exactly_through_faults() {
     assert!(networks.stdout.is_empty(), "network left behind");
 }
 
+/// The client token's file, once taken out of the cluster.
+static TOKEN_FILE: OnceLock<String> = OnceLock::new();
+
+/// Runs `farm` with the cluster's client token.
+fn farm(args: &[&str]) -> Output {
+    farm_bounded(args, &token_env(), farm_tests::process::PROCESS_TIMEOUT)
+}
+
+fn token_env() -> [(&'static str, &'static str); 1] {
+    [(
+        "FARM_TOKEN_FILE",
+        TOKEN_FILE
+            .get()
+            .expect("the client token was taken out")
+            .as_str(),
+    )]
+}
+
 /// Runs the long job to completion.
 fn submit(address: &str) -> Output {
     farm_bounded(
@@ -192,7 +245,7 @@ fn submit(address: &str) -> Output {
             address,
             "--json",
         ],
-        &[],
+        &token_env(),
         JOB_TIMEOUT,
     )
 }
@@ -264,7 +317,10 @@ fn counter(address: &str, name: &str) -> u64 {
 }
 
 fn wait_for_workers(address: &str, count: usize) {
-    farm_tests::process::wait_for_workers(address, count, SETTLE_TIMEOUT);
+    wait_for(&format!("{count} workers to register"), || {
+        let out = farm(&["workers", "--coordinator", address, "--json"]);
+        out.status.success() && json(&out)["workers"].as_array().map_or(0, Vec::len) == count
+    });
 }
 
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {

@@ -605,6 +605,51 @@ fn the_manifests_agree_with_each_other() {
         assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
     }
 
+    // Members only: the coordinator reads the cluster secret and the
+    // workers their token, each from a Secret of its own, readable by
+    // the pod's group only.
+    let secret_file = |pod: &Value, container: &Value| -> (String, String) {
+        let path = env(container, "FARM_TOKEN_FILE")["value"]
+            .as_str()
+            .expect("FARM_TOKEN_FILE is a path")
+            .to_owned();
+        let (dir, file) = path.rsplit_once('/').expect("a path in a directory");
+        let mount = container["volumeMounts"]
+            .as_array()
+            .expect("volumeMounts")
+            .iter()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
+        assert_eq!(mount["readOnly"], true, "{dir} is mounted read-only");
+        let volume = pod["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the mounted volume");
+        let mode = volume["secret"]["defaultMode"]
+            .as_u64()
+            .expect("a Secret volume's mode");
+        assert_eq!(mode & 0o007, 0, "{dir}: others cannot read it");
+        assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 10001);
+        let secret = volume["secret"]["secretName"].as_str().expect("secretName");
+        (secret.to_owned(), file.to_owned())
+    };
+    let (coordinator_secret, coordinator_key) = secret_file(coordinator_pod, c);
+    let (worker_secret, worker_key) = secret_file(worker_pod, w);
+    assert_eq!(coordinator_key, "cluster.secret");
+    assert_eq!(worker_key, "worker.token");
+    assert_ne!(
+        coordinator_secret, worker_secret,
+        "workers never see the cluster secret"
+    );
+    assert!(
+        !flag(&coordinator_args, "--listen")
+            .expect("--listen")
+            .starts_with("127."),
+        "the coordinator listens for the other pods, so it needs its secret"
+    );
+
     // kustomization.yaml lists every manifest here, and its images entry
     // is the image the containers run.
     let mut manifests: Vec<String> = std::fs::read_dir(kubernetes_dir())
@@ -650,8 +695,14 @@ fn the_manifests_agree_with_each_other() {
 
 /// `--help` of a workspace binary, whitespace collapsed (clap wraps it).
 fn help(binary: &str) -> String {
+    help_of(binary, &["--help"])
+}
+
+/// What a workspace binary prints for `args` (a help), whitespace
+/// collapsed.
+fn help_of(binary: &str, args: &[&str]) -> String {
     let mut command = Command::new(farm_tests::process::binary(binary));
-    command.arg("--help");
+    command.args(args);
     // clap prints set variables' values in the help: show none.
     for (key, _) in std::env::vars() {
         if key.starts_with("FARM_") {
@@ -923,6 +974,23 @@ fn the_systemd_unit_drains_and_is_hardened() {
         stop > DRAIN_GRACE_SECS,
         "TimeoutStopSec {stop}s does not outlast the {DRAIN_GRACE_SECS}s drain"
     );
+    // The worker token: a credential only the service can read, never
+    // on the command line; a refused token (4) is not restarted.
+    let (name, source) = setting("Service", "LoadCredential")
+        .split_once(':')
+        .expect("LoadCredential=NAME:PATH");
+    assert_eq!(source, "/etc/farm/worker.token");
+    assert_eq!(
+        setting("Service", "Environment"),
+        format!("FARM_TOKEN_FILE=%d/{name}")
+    );
+    assert!(!setting("Service", "ExecStart").contains("token"));
+    assert!(
+        setting("Service", "RestartPreventExitStatus")
+            .split_whitespace()
+            .any(|code| code == "4"),
+        "a refused token is not retried"
+    );
     assert!(setting("Unit", "After").contains("network-online.target"));
     assert!(setting("Unit", "Wants").contains("network-online.target"));
     assert_eq!(setting("Install", "WantedBy"), "multi-user.target");
@@ -941,4 +1009,136 @@ fn the_systemd_unit_drains_and_is_hardened() {
         "the unit's exposure is over 2.0 (or the analysis failed)\n{}",
         both(&output)
     );
+}
+
+// ---------------------------------------------------------------------------
+// docker-compose.yml
+
+/// docker-compose.yml, parsed by PyYAML and handed over as JSON.
+fn compose_file() -> Value {
+    require_python_module("yaml", "PyYAML (a dependency of kubernetes-validate)");
+    let script = "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1]))))";
+    let output = run(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(repo().join("docker-compose.yml")),
+        PIP_HINT,
+    );
+    assert!(
+        output.status.success(),
+        "parsing docker-compose.yml failed\n{}",
+        both(&output)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// `name:path[:ro]` volume entries of a service, as (volume, path, read-only).
+fn compose_volumes(service: &Value) -> Vec<(String, String, bool)> {
+    service["volumes"]
+        .as_array()
+        .map(|volumes| {
+            volumes
+                .iter()
+                .map(|v| {
+                    let parts: Vec<&str> = v
+                        .as_str()
+                        .expect("short volume syntax")
+                        .split(':')
+                        .collect();
+                    (
+                        parts[0].to_owned(),
+                        parts[1].to_owned(),
+                        parts.get(2) == Some(&"ro"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn compose_makes_the_secret_and_hands_each_service_only_its_own_token() {
+    let compose = compose_file();
+    let services = &compose["services"];
+    let tokens = &services["tokens"];
+    let command: Vec<&str> = tokens["command"]
+        .as_array()
+        .expect("the tokens service's command")
+        .iter()
+        .map(|a| a.as_str().expect("a string"))
+        .collect();
+    assert_eq!(command[..3], ["farm", "token", "new"]);
+    assert!(
+        command.contains(&"--keep-existing"),
+        "a second `up` keeps the secret"
+    );
+    assert_eq!(tokens["restart"], "no");
+    let token_help = help_of("farm", &["token", "new", "--help"]);
+    assert_flags_exist(&command, &token_help, "farm token new");
+    let written = |flag_name: &str| flag(&command, flag_name).expect(flag_name).to_owned();
+    let tokens_volumes = compose_volumes(tokens);
+
+    for (service, flag_name) in [
+        ("coordinator", "--out"),
+        ("worker", "--worker-out"),
+        ("farm", "--client-out"),
+    ] {
+        let spec = &services[service];
+        let path = written(flag_name);
+        assert_eq!(
+            spec["environment"]["FARM_TOKEN_FILE"],
+            path.as_str(),
+            "{service} reads what `tokens` wrote"
+        );
+        let (dir, _) = path.rsplit_once('/').expect("a path in a directory");
+        let volume = tokens_volumes
+            .iter()
+            .find(|(_, mount, _)| mount == dir)
+            .unwrap_or_else(|| panic!("`tokens` writes {dir} into a volume"))
+            .0
+            .clone();
+        let mounts = compose_volumes(spec);
+        assert_eq!(
+            mounts,
+            [(volume.clone(), dir.to_owned(), true)],
+            "{service} mounts its own key's volume, read-only, and no other"
+        );
+        assert!(
+            compose["volumes"].get(&volume).is_some(),
+            "{volume} is declared"
+        );
+        assert_eq!(
+            spec["depends_on"]["tokens"]["condition"], "service_completed_successfully",
+            "{service} starts once the tokens are written"
+        );
+    }
+    // The coordinator listens for the other containers, so it must have
+    // its secret: without, it would refuse to start.
+    let coordinator_command: Vec<&str> = services["coordinator"]["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .map(|a| a.as_str().expect("a string"))
+        .collect();
+    assert_eq!(
+        flag(&coordinator_command, "--listen"),
+        Some("0.0.0.0:50051")
+    );
+    // The image has the mount points, owned by its user.
+    for file in ["deploy/Dockerfile", "deploy/Dockerfile.multistage"] {
+        let text = read(&repo().join(file));
+        assert!(
+            text.contains("--chown=10001:10001"),
+            "{file} makes /farm/* the user's"
+        );
+        assert!(text.contains("USER 10001:10001"), "{file}");
+    }
+    let build = read(&repo().join("deploy/build-image"));
+    for (_, dir, _) in &tokens_volumes {
+        let name = dir.trim_start_matches("/farm/");
+        assert!(
+            build.contains(&format!("$context/farm-dirs/{name}")),
+            "build-image makes {dir}"
+        );
+    }
 }

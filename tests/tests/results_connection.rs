@@ -67,6 +67,7 @@ impl HandWorker {
             token: (&self.welcome.results_token[..])
                 .try_into()
                 .expect("a results connection offered, with a 16-byte token"),
+            credential: None,
         }
     }
 

@@ -80,6 +80,7 @@ async fn submit(cluster: &TestCluster, n: u64) -> (Streaming<v1::SubmitJobRespon
         purpose: Purpose::JobValues,
         id: accepted.job_id,
         token,
+        credential: None,
     };
     (stream, hello)
 }
@@ -264,7 +265,7 @@ async fn strangers_on_the_port_do_not_disturb_it() {
     let cluster = TestCluster::builder().workers(1).start().await;
     for greeting in [
         &b"FARMVAL9 and then some more bytes"[..],
-        b"FARMVAL1 too short",
+        b"FARMVAL2 too short",
     ] {
         let mut stranger = TcpStream::connect(cluster.address())
             .await

@@ -32,6 +32,10 @@ pub(crate) enum SessionError {
     /// Retrying cannot help (another protocol version, or not a coordinator).
     #[error("{0}")]
     Refused(String),
+    /// The coordinator wants another token (or one at all): its message
+    /// says what to pass. Retrying with the same one cannot help.
+    #[error("{0}")]
+    Unauthenticated(String),
 }
 
 /// An open session: where to send, what comes back, and the welcome.
@@ -106,6 +110,9 @@ fn classify(status: &Status, coordinator: &str) -> SessionError {
         Code::FailedPrecondition | Code::InvalidArgument => {
             SessionError::Refused(shown_up_to(status.message(), LONG).to_string())
         }
+        Code::Unauthenticated => {
+            SessionError::Unauthenticated(shown_up_to(status.message(), LONG).to_string())
+        }
         _ => SessionError::Unreachable(status_text(status)),
     }
 }
@@ -154,6 +161,17 @@ mod tests {
         };
         assert!(reason.starts_with("gone\\u{d}xxx"), "{reason}");
         assert!(reason.ends_with("… (5005 bytes)"), "{reason}");
+    }
+
+    #[test]
+    fn a_refused_token_is_told_apart() {
+        let status = Status::unauthenticated("this coordinator requires a worker token: ...");
+        assert_eq!(
+            classify(&status, "c:1"),
+            SessionError::Unauthenticated(
+                "this coordinator requires a worker token: ...".to_owned()
+            )
+        );
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub enum WorkerError {
     Wasm(#[from] farm_wasm::SetupError),
     #[error("refused by {coordinator}: {reason}")]
     Refused { coordinator: String, reason: String },
+    /// The coordinator refused this worker's token (or its lack of one).
+    /// The worker stops rather than retry with a token that cannot
+    /// change: its supervisor restarts it, with a new token file if the
+    /// secret was rotated, at the supervisor's own pace.
+    #[error("refused by {coordinator}: {reason}")]
+    Unauthenticated { coordinator: String, reason: String },
 }
 
 /// Serves the coordinator behind `connection` until `drain` is cancelled
@@ -158,6 +164,12 @@ async fn serve(
             }
             Err(SessionError::Refused(reason)) => {
                 return Err(WorkerError::Refused {
+                    coordinator: config.coordinator.clone(),
+                    reason,
+                });
+            }
+            Err(SessionError::Unauthenticated(reason)) => {
+                return Err(WorkerError::Unauthenticated {
                     coordinator: config.coordinator.clone(),
                     reason,
                 });

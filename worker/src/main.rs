@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{CommandFactory, Parser};
+use farm_net::auth::{self, Role, RoleToken};
+use farm_net::transport::Connection;
 use farm_proto::MAX_WORKER_THREADS;
 use farm_setup::LogFormat;
 use farm_worker::WorkerConfig;
@@ -57,7 +59,27 @@ struct Args {
     /// own), so a restart does not compile them again.
     #[arg(long, env = "FARM_WASM_CACHE", value_name = "DIR")]
     wasm_cache_dir: Option<std::path::PathBuf>,
+    /// A file holding the cluster's worker token (`farm token worker
+    /// SECRET_FILE` makes it), for a coordinator that requires one.
+    /// FARM_TOKEN may hold the token itself instead.
+    #[arg(long, env = "FARM_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
+
+/// How `farm-worker` ends (besides 0, drained, and 2, a bad flag).
+mod exit {
+    /// Refused, or failed on its own.
+    pub const FAILED: u8 = 1;
+    /// A bad flag, value or token file.
+    pub const INVALID_INPUT: u8 = 2;
+    /// The coordinator refused this worker's token, or its lack of one:
+    /// the worker exits rather than retry with a token that cannot
+    /// change, and its supervisor's restart back-off paces the retries.
+    pub const UNAUTHENTICATED: u8 = 4;
+}
+
+/// The environment variable that may hold the token itself.
+const TOKEN_ENV: &str = "FARM_TOKEN";
 
 const TESTING_FAULTS: &str = "\
 Testing faults:
@@ -73,6 +95,13 @@ Testing faults:
 fn main() -> ExitCode {
     let args = Args::parse();
     let faults = test_faults();
+    let token = match worker_token(args.token_file.as_deref()) {
+        Ok(token) => token,
+        Err(message) => {
+            farm_setup::report(format_args!("farm-worker: {message}"));
+            return ExitCode::from(exit::INVALID_INPUT);
+        }
+    };
     farm_setup::tune_allocator();
     farm_setup::init_tracing_as("info", args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -86,16 +115,51 @@ fn main() -> ExitCode {
             farm_setup::report(format_args!(
                 "farm-worker: cannot start the async runtime: {err}"
             ));
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILED);
         }
     };
-    match runtime.block_on(serve(args, faults)) {
+    match runtime.block_on(serve(args, faults, token)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             farm_setup::report(format_args!("farm-worker: {err:#}"));
-            ExitCode::FAILURE
+            let unauthenticated = matches!(
+                err.downcast_ref::<farm_worker::WorkerError>(),
+                Some(farm_worker::WorkerError::Unauthenticated { .. })
+            );
+            ExitCode::from(if unauthenticated {
+                exit::UNAUTHENTICATED
+            } else {
+                exit::FAILED
+            })
         }
     }
+}
+
+/// The worker token from `--token-file` (or `FARM_TOKEN_FILE`), else from
+/// `FARM_TOKEN`; none if neither is set. A client token is refused here,
+/// before it is sent anywhere.
+fn worker_token(path: Option<&std::path::Path>) -> Result<Option<RoleToken>, String> {
+    let (token, from) = match (
+        path,
+        std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()),
+    ) {
+        (Some(path), _) => (
+            auth::read_token(path).map_err(|e| format!("--token-file: {e}"))?,
+            path.display().to_string(),
+        ),
+        (None, Some(text)) => (
+            RoleToken::parse(&text).map_err(|e| format!("{TOKEN_ENV}: {e}"))?,
+            TOKEN_ENV.to_owned(),
+        ),
+        (None, None) => return Ok(None),
+    };
+    if token.role() != Role::Worker {
+        return Err(format!(
+            "{from} holds a {} token; farm-worker needs the cluster's worker token (`farm token worker SECRET_FILE` makes it)",
+            token.role()
+        ));
+    }
+    Ok(Some(token))
 }
 
 /// The faults in `FARM_TEST_FAULTS`; a value that cannot be understood is
@@ -116,7 +180,7 @@ fn test_faults() -> Faults {
     })
 }
 
-async fn serve(args: Args, faults: Faults) -> anyhow::Result<()> {
+async fn serve(args: Args, faults: Faults, token: Option<RoleToken>) -> anyhow::Result<()> {
     let endpoint = farm_net::transport::endpoint(&args.connect)?;
     let mut config = WorkerConfig::new(args.connect.clone());
     config.name = args.name.unwrap_or_else(host_name);
@@ -148,7 +212,7 @@ async fn serve(args: Args, faults: Faults) -> anyhow::Result<()> {
     let span = tracing::info_span!("worker", worker_name = %config.name);
     let served = farm_worker::run_reporting(
         config,
-        endpoint.connect_lazy().into(),
+        Connection::from(endpoint.connect_lazy()).with_token(token),
         drain.clone(),
         connected,
     )

@@ -12,8 +12,9 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
+use farm_net::auth::KEY_BYTES;
 use farm_net::peer;
-use farm_net::side_connection::{ACCEPTED, Hello, Purpose, Token, result_head};
+use farm_net::side_connection::{ACCEPTED, Hello, Purpose, Token, UNAUTHENTICATED, result_head};
 use farm_proto::v1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,12 +49,14 @@ impl ResultsConnection {
         address: &str,
         worker_id: u64,
         token: Token,
+        credential: Option<[u8; KEY_BYTES]>,
         tasks: &TaskTracker,
     ) -> io::Result<ResultsConnection> {
         let hello = Hello {
             purpose: Purpose::ChunkResults,
             id: worker_id,
             token,
+            credential,
         };
         let opening = async {
             let mut stream = TcpStream::connect(peer::host_port(address)).await?;
@@ -61,6 +64,11 @@ impl ResultsConnection {
             stream.write_all(&hello.encode()).await?;
             let mut answer = [0u8; 1];
             stream.read_exact(&mut answer).await?;
+            if answer[0] == UNAUTHENTICATED {
+                return Err(io::Error::other(
+                    "the coordinator refused this worker's token on the results connection",
+                ));
+            }
             if answer[0] != ACCEPTED {
                 return Err(io::Error::other("the coordinator refused the connection"));
             }

@@ -57,6 +57,8 @@ pub(crate) async fn run(
     connected: &watch::Sender<bool>,
     tasks: &TaskTracker,
 ) -> Result<SessionEnd, SessionError> {
+    // The results connection presents the session's token.
+    let credential = connection.token().map(|token| *token.bytes());
     let Opened {
         outbox,
         inbound,
@@ -75,7 +77,7 @@ pub(crate) async fn run(
         threads = pool.threads(),
         "connected"
     );
-    let results = open_results_connection(config, &welcome, tasks).await;
+    let results = open_results_connection(config, &welcome, credential, tasks).await;
     let session = Session {
         config,
         pool,
@@ -94,6 +96,7 @@ pub(crate) async fn run(
 async fn open_results_connection(
     config: &WorkerConfig,
     welcome: &v1::Welcome,
+    credential: Option<[u8; farm_net::auth::KEY_BYTES]>,
     tasks: &TaskTracker,
 ) -> Option<ResultsConnection> {
     if welcome.results_token.is_empty() {
@@ -106,7 +109,14 @@ async fn open_results_connection(
         );
         return None;
     };
-    match ResultsConnection::open(&config.coordinator, welcome.worker_id, token, tasks).await {
+    let opened = ResultsConnection::open(
+        &config.coordinator,
+        welcome.worker_id,
+        token,
+        credential,
+        tasks,
+    );
+    match opened.await {
         Ok(connection) => Some(connection),
         Err(error) => {
             tracing::warn!(%error, "cannot open a results connection; results go in the session");

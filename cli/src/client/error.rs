@@ -72,6 +72,13 @@ pub enum ClientError {
         #[source]
         status: Status,
     },
+    /// No token, or the wrong one: the coordinator's message says what to
+    /// pass.
+    #[error("{}", message(.status))]
+    Unauthenticated {
+        #[source]
+        status: Status,
+    },
 }
 
 /// Why the coordinator could not be reached.
@@ -147,6 +154,7 @@ impl ClientError {
             ClientError::JobFailed { .. } => ErrorKind::JobFailed,
             ClientError::Busy { .. } => ErrorKind::ResourceExhausted,
             ClientError::NotFound { .. } => ErrorKind::NotFound,
+            ClientError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             ClientError::Unexpected { .. } | ClientError::OutputStopped { .. } => {
                 ErrorKind::Internal
             }
@@ -189,6 +197,7 @@ impl ClientError {
                 cause: Lost::Failed(status),
             },
             ErrorKind::NotFound => ClientError::NotFound { status },
+            ErrorKind::Unauthenticated => ClientError::Unauthenticated { status },
             ErrorKind::Internal => ClientError::Unexpected {
                 job,
                 what: Unexpected::Status(status),

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 
+use farm_net::auth::same_bytes;
 use farm_net::side_connection::{Hello, Purpose, TOKEN_BYTES, Token};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -62,7 +63,7 @@ impl ValueOffers {
         let Entry::Occupied(offer) = offers.entry((hello.purpose, hello.id)) else {
             return Err(stream);
         };
-        if !tokens_match(&offer.get().token, &hello.token) {
+        if !same_bytes(&offer.get().token, &hello.token) {
             return Err(stream);
         }
         offer.remove().deliver.send(stream)
@@ -78,25 +79,5 @@ impl ValueOffers {
         self.offers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Compares in time independent of where the tokens differ, so a guesser
-/// learns nothing from how fast a wrong token is refused.
-fn tokens_match(a: &Token, b: &Token) -> bool {
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_match_only_when_equal() {
-        let token = *b"0123456789abcdef";
-        assert!(tokens_match(&token, &token));
-        let mut other = token;
-        other[15] ^= 1;
-        assert!(!tokens_match(&token, &other));
     }
 }

@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
+use crate::auth::{self, RoleToken};
 use crate::display::shown;
 use direct::Direct;
 
@@ -117,9 +118,14 @@ type BoxedService = BoxCloneSyncService<http::Request<Body>, http::Response<Body
 /// the coordinator's routes in this same process (the embedded cluster),
 /// where a call is a function call and a message's buffers are handed
 /// over as they are, with no HTTP/2 and no copies in between.
+///
+/// A connection made [`with_token`](Connection::with_token) presents that
+/// token on every call, and its peer presents it on the side connections
+/// it opens ([`Connection::token`]).
 #[derive(Clone)]
 pub struct Connection {
     service: BoxedService,
+    token: Option<RoleToken>,
 }
 
 impl Connection {
@@ -137,7 +143,37 @@ impl Connection {
         let service = service.map_err(Into::into);
         Connection {
             service: BoxCloneSyncService::new(service),
+            token: None,
         }
+    }
+
+    /// This connection, presenting `token` (if any) on every call.
+    pub fn with_token(self, token: Option<RoleToken>) -> Connection {
+        let Some(token) = token else {
+            return Connection {
+                token: None,
+                ..self
+            };
+        };
+        let header = auth::bearer(&token);
+        let service = self
+            .service
+            .map_request(move |mut request: http::Request<Body>| {
+                request
+                    .headers_mut()
+                    .insert(auth::TOKEN_HEADER, header.clone());
+                request
+            });
+        Connection {
+            service: BoxCloneSyncService::new(service),
+            token: Some(token),
+        }
+    }
+
+    /// The token this connection presents, for the side connections its
+    /// peer opens to the same coordinator.
+    pub fn token(&self) -> Option<&RoleToken> {
+        self.token.as_ref()
     }
 
     /// A connection to the coordinator at `address` for a one-shot client
@@ -151,6 +187,7 @@ impl Connection {
         // `Direct` already fails with a `BoxError`.
         Ok(Connection {
             service: BoxCloneSyncService::new(Direct::new(origin)),
+            token: None,
         })
     }
 }
@@ -159,13 +196,16 @@ impl From<Channel> for Connection {
     fn from(channel: Channel) -> Connection {
         Connection {
             service: BoxCloneSyncService::new(channel.map_err(BoxError::from)),
+            token: None,
         }
     }
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
     }
 }
 
