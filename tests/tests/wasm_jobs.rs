@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use farm_catalog::Function;
-use farm_tests::faults::{FaultCluster, STATE_TIMEOUT, counter, submit_function, worker_count};
+use farm_tests::faults::{
+    FaultCluster, JOB_TIMEOUT, STATE_TIMEOUT, counter, submit_function, worker_count,
+};
 use farm_tests::process::{
-    Process, assert_summary_json, farm, json, start_coordinator, start_worker,
+    Process, assert_summary_json, farm, farm_bounded, json, start_coordinator, start_worker,
 };
 use farm_tests::reference;
 
@@ -206,10 +208,11 @@ fn a_module_on_a_cluster_survives_a_killed_worker() {
     let cluster = FaultCluster::start(&[], 3, &[]);
     let address = cluster.address_text();
     let module = example("collatz.wat");
-    // The reference: the same job embedded, on this process's threads.
+    // The reference: the same job embedded, on this process's threads,
+    // bounded as a cluster job is (it is long enough to kill a worker in).
     let (start, n) = (1u64 << 32, 30_000_000u64);
     let (start_text, n_text) = (start.to_string(), n.to_string());
-    let expected = json(&farm(&[
+    let args = [
         "submit",
         &module,
         "--start",
@@ -217,7 +220,8 @@ fn a_module_on_a_cluster_survives_a_killed_worker() {
         "--n",
         &n_text,
         "--json",
-    ]));
+    ];
+    let expected = json(&farm_bounded(&args, &[], JOB_TIMEOUT));
 
     let job = submit_function(&address, &module, start, n, &["--chunk-size", "65536"]);
     let status = cluster.wait_for("w-2 to hold a lease of the job", |s| {
