@@ -16,10 +16,12 @@ use farm_cli::output::{self, Destination, OutputSpec};
 use farm_cli::receive::OutputWriter;
 use farm_coordinator::CoordinatorConfig;
 use farm_net::auth::{Admission, ClusterSecret, Role, RoleToken};
+use farm_net::side_connection;
 use farm_net::transport;
 use farm_net::transport::Connection;
 use farm_proto::v1;
 use farm_worker::{WorkerConfig, WorkerError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -28,6 +30,9 @@ use crate::wait_until;
 
 /// How long starting or stopping the cluster may take.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a side connection's hello may wait for the coordinator's answer.
+const SIDE_ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Configures a [`TestCluster`].
 #[derive(Debug, Clone)]
@@ -175,6 +180,24 @@ impl TestCluster {
     /// `host:port` of the coordinator.
     pub fn address(&self) -> String {
         self.address.to_string()
+    }
+
+    /// Opens a value or results connection with `hello`: the stream and
+    /// the coordinator's one-byte answer, or `None` if it closed the
+    /// connection without one.
+    pub async fn side_connection(
+        &self,
+        hello: side_connection::Hello,
+    ) -> (tokio::net::TcpStream, Option<u8>) {
+        let mut stream = tokio::net::TcpStream::connect(self.address)
+            .await
+            .expect("connect");
+        stream.write_all(&hello.encode()).await.expect("hello");
+        let mut answer = [0u8; 1];
+        let read = tokio::time::timeout(SIDE_ANSWER_TIMEOUT, stream.read(&mut answer))
+            .await
+            .expect("an answer in time");
+        (stream, matches!(read, Ok(1)).then_some(answer[0]))
     }
 
     /// A new connection to the coordinator (a new client).

@@ -19,8 +19,7 @@ use farm_proto::{PROTOCOL_VERSION, v1};
 use farm_tests::cluster::{TestCluster, run_on};
 use farm_tests::reference;
 use farm_worker::{WorkerConfig, WorkerError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// Long enough for any step of these tests on a loaded machine.
@@ -167,20 +166,6 @@ async fn the_worker_session_wants_the_worker_token() {
     cluster.shutdown().await;
 }
 
-/// Sends `hello` on a new connection to the coordinator: its one-byte
-/// answer, or `None` if it closed the connection without one.
-async fn answer_to(cluster: &TestCluster, hello: Hello) -> (TcpStream, Option<u8>) {
-    let mut stream = TcpStream::connect(cluster.address())
-        .await
-        .expect("connect");
-    stream.write_all(&hello.encode()).await.expect("hello");
-    let mut answer = [0u8; 1];
-    let read = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut answer))
-        .await
-        .expect("an answer in time");
-    (stream, matches!(read, Ok(1)).then_some(answer[0]))
-}
-
 fn credential(token: &RoleToken) -> Option<[u8; 32]> {
     Some(*token.bytes())
 }
@@ -228,11 +213,11 @@ async fn a_value_connection_wants_the_client_token() {
             credential: wrong,
             ..hello
         };
-        let (_, answer) = answer_to(&cluster, refused).await;
+        let (_, answer) = cluster.side_connection(refused).await;
         assert_eq!(answer, Some(side_connection::UNAUTHENTICATED), "{wrong:?}");
     }
     // A refused hello does not use up the offer: the right one claims it.
-    let (mut connection, answer) = answer_to(&cluster, hello).await;
+    let (mut connection, answer) = cluster.side_connection(hello).await;
     assert_eq!(answer, Some(ACCEPTED));
     let mut values = Vec::new();
     tokio::time::timeout(STEP_TIMEOUT, connection.read_to_end(&mut values))
@@ -282,10 +267,10 @@ async fn a_results_connection_wants_the_worker_token() {
             credential: wrong,
             ..hello
         };
-        let (_, answer) = answer_to(&cluster, refused).await;
+        let (_, answer) = cluster.side_connection(refused).await;
         assert_eq!(answer, Some(side_connection::UNAUTHENTICATED), "{wrong:?}");
     }
-    let (_connection, answer) = answer_to(&cluster, hello).await;
+    let (_connection, answer) = cluster.side_connection(hello).await;
     assert_eq!(answer, Some(ACCEPTED));
     drop(outbox);
     cluster.shutdown().await;

@@ -16,7 +16,7 @@ use farm_proto::v1::worker_service_client::WorkerServiceClient;
 use farm_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION, v1};
 use farm_tests::cluster::TestCluster;
 use farm_tests::reference;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -102,21 +102,6 @@ async fn next(inbound: &mut Streaming<v1::CoordinatorMessage>) -> Option<Incomin
         .expect("the coordinator answers in time")
         .expect("the session goes on")
         .and_then(|message| message.kind)
-}
-
-/// Opens a results connection with `hello`; the coordinator's answer, or
-/// `None` if it closed the connection instead.
-async fn open(cluster: &TestCluster, hello: Hello) -> (TcpStream, Option<u8>) {
-    let mut stream = TcpStream::connect(cluster.address())
-        .await
-        .expect("connect");
-    stream.write_all(&hello.encode()).await.expect("hello");
-    let mut answer = [0u8; 1];
-    let read = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut answer))
-        .await
-        .expect("an answer in time");
-    let answer = matches!(read, Ok(1)).then_some(answer[0]);
-    (stream, answer)
 }
 
 /// The lease's result, its values apart.
@@ -209,9 +194,9 @@ async fn results_come_on_the_connection_the_welcome_offers() {
             ..hello
         },
     ] {
-        assert_eq!(open(&cluster, wrong).await.1, None, "{wrong:?}");
+        assert_eq!(cluster.side_connection(wrong).await.1, None, "{wrong:?}");
     }
-    let (mut connection, answer) = open(&cluster, hello).await;
+    let (mut connection, answer) = cluster.side_connection(hello).await;
     assert_eq!(answer, Some(ACCEPTED));
 
     let n = 1_000_003;
@@ -232,7 +217,7 @@ async fn results_come_on_the_connection_the_welcome_offers() {
     assert!(received == reference::bytes(Function::Sqrt, 0, n));
     assert_eq!(digest, reference::summary(Function::Sqrt, 0, n).digest.0);
     // The token was used up.
-    assert_eq!(open(&cluster, hello).await.1, None);
+    assert_eq!(cluster.side_connection(hello).await.1, None);
     cluster.shutdown().await;
 }
 
@@ -240,7 +225,7 @@ async fn results_come_on_the_connection_the_welcome_offers() {
 async fn a_results_connection_cut_mid_result_ends_the_session_and_the_chunk_is_redone() {
     let mut cluster = TestCluster::builder().workers(0).start().await;
     let mut worker = HandWorker::connect(&cluster).await;
-    let (mut connection, answer) = open(&cluster, worker.hello()).await;
+    let (mut connection, answer) = cluster.side_connection(worker.hello()).await;
     assert_eq!(answer, Some(ACCEPTED));
 
     let n = 500_000;
@@ -292,7 +277,7 @@ async fn send_result(connection: &mut TcpStream, result: &v1::ChunkResult, value
 async fn results_after_a_drain_notice_reach_the_client_only_as_accepted() {
     let mut cluster = TestCluster::builder().workers(0).start().await;
     let mut worker = HandWorker::connect(&cluster).await;
-    let (mut connection, answer) = open(&cluster, worker.hello()).await;
+    let (mut connection, answer) = cluster.side_connection(worker.hello()).await;
     assert_eq!(answer, Some(ACCEPTED));
 
     let chunk = LEAF_LEN * 64;
