@@ -463,21 +463,7 @@ async fn a_failure_message_reaches_the_client_escaped() {
 /// RESOURCE_EXHAUSTED).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_function_name_is_refused_with_a_short_echo() {
-    let cluster = TestCluster::builder().workers(0).start().await;
-    let request = v1::SubmitJobRequest {
-        wasm_module: Default::default(),
-        protocol_version: PROTOCOL_VERSION,
-        function: "f".repeat(100_000),
-        start: 0,
-        n: 10,
-        chunk_size: 0,
-        stream_values: false,
-        values_connection: false,
-    };
-    let status = JobServiceClient::new(cluster.channel())
-        .submit_job(request)
-        .await
-        .expect_err("refused");
+    let status = refused_submit("f".repeat(100_000), Vec::new()).await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert_eq!(
         status.message(),
@@ -486,6 +472,26 @@ async fn an_oversized_function_name_is_refused_with_a_short_echo() {
             "f".repeat(100)
         )
     );
+}
+
+/// Submits a 10-element job of `function` (with `wasm_module`, if any)
+/// straight to a coordinator with no workers; the refusal.
+async fn refused_submit(function: String, wasm_module: Vec<u8>) -> tonic::Status {
+    let cluster = TestCluster::builder().workers(0).start().await;
+    let request = v1::SubmitJobRequest {
+        wasm_module: wasm_module.into(),
+        protocol_version: PROTOCOL_VERSION,
+        function,
+        start: 0,
+        n: 10,
+        chunk_size: 0,
+        stream_values: false,
+        values_connection: false,
+    };
+    JobServiceClient::new(cluster.channel())
+        .submit_job(request)
+        .await
+        .expect_err("refused")
 }
 
 /// A WebAssembly module (bytes as sent) whose one import is a function
@@ -523,22 +529,8 @@ fn module_importing(name: &[u8]) -> Vec<u8> {
 /// not echoed whole (wasmparser takes names up to 100,000 bytes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_modules_names_are_echoed_short_and_escaped() {
-    let cluster = TestCluster::builder().workers(0).start().await;
     let name = format!("\n\u{1b}[2J{}", "i".repeat(90_000));
-    let request = v1::SubmitJobRequest {
-        wasm_module: module_importing(name.as_bytes()).into(),
-        protocol_version: PROTOCOL_VERSION,
-        function: "f.wasm".into(),
-        start: 0,
-        n: 10,
-        chunk_size: 0,
-        stream_values: false,
-        values_connection: false,
-    };
-    let status = JobServiceClient::new(cluster.channel())
-        .submit_job(request)
-        .await
-        .expect_err("refused");
+    let status = refused_submit("f.wasm".into(), module_importing(name.as_bytes())).await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     let message = status.message();
     assert!(
